@@ -1,0 +1,110 @@
+"""The one place that knows the on-disk layout of a sweep and its cells (submitit ``JobPaths`` style).
+
+::
+
+    <root>/manifest.json            index -> cell id -> spec, plus the run environment
+    <root>/submissions.jsonl        one line per submitted array (job ids, indices, executor)
+    <root>/.lock                    held while a sweep or rerun submits
+    <root>/submitit/%j/             submitit's own pickles and logs
+    <root>/tables/                  collected results, LaTeX tables
+    <root>/cells/<cell_id>/spec.json, attempts.jsonl, progress.json, metrics.jsonl,
+                           ckpt/{best,last}.pt, result.json | failed.json
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class SweepPaths:
+    """Paths of one sweep directory."""
+
+    root: Path
+
+    @property
+    def manifest(self) -> Path:
+        """Index -> cell id -> spec."""
+        return self.root / "manifest.json"
+
+    @property
+    def submissions(self) -> Path:
+        """Log of submitted arrays."""
+        return self.root / "submissions.jsonl"
+
+    @property
+    def lock(self) -> Path:
+        """Lock file held while submitting."""
+        return self.root / ".lock"
+
+    @property
+    def submitit_dir(self) -> Path:
+        """submitit folder; ``%j`` is replaced by the job id."""
+        return self.root / "submitit" / "%j"
+
+    @property
+    def tables_dir(self) -> Path:
+        """Output of ``geopeft tables``."""
+        return self.root / "tables"
+
+    @property
+    def cells_dir(self) -> Path:
+        """Parent of every cell directory."""
+        return self.root / "cells"
+
+    def cell(self, cell_id: str) -> CellPaths:
+        """Paths of one cell of this sweep."""
+        return CellPaths(self.cells_dir / cell_id)
+
+
+@dataclass(frozen=True)
+class CellPaths:
+    """Paths inside one cell directory."""
+
+    dir: Path
+
+    @property
+    def spec(self) -> Path:
+        """The resolved cell spec."""
+        return self.dir / "spec.json"
+
+    @property
+    def result(self) -> Path:
+        """Written once, atomically, when the cell succeeds."""
+        return self.dir / "result.json"
+
+    @property
+    def failed(self) -> Path:
+        """Written atomically when an attempt fails with an exception."""
+        return self.dir / "failed.json"
+
+    @property
+    def attempts(self) -> Path:
+        """One JSON line per attempt start and end."""
+        return self.dir / "attempts.jsonl"
+
+    @property
+    def progress(self) -> Path:
+        """Heartbeat rewritten every epoch (epoch, time)."""
+        return self.dir / "progress.json"
+
+    @property
+    def metrics_log(self) -> Path:
+        """One JSON line per epoch."""
+        return self.dir / "metrics.jsonl"
+
+    @property
+    def ckpt_dir(self) -> Path:
+        """Checkpoints."""
+        return self.dir / "ckpt"
+
+    @property
+    def best_ckpt(self) -> Path:
+        """Best-validation-loss weights."""
+        return self.ckpt_dir / "best.pt"
+
+    @property
+    def last_ckpt(self) -> Path:
+        """Full training state after the last finished epoch, for resume."""
+        return self.ckpt_dir / "last.pt"
