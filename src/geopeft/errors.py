@@ -28,6 +28,10 @@ class WeightsError(GeopeftError):
     """A checkpoint file cannot be loaded onto a backbone."""
 
 
+class CheckpointError(GeopeftError):
+    """A checkpoint file is unreadable or belongs to another cell."""
+
+
 class SubmitError(GeopeftError):
     """A sweep could not be planned or submitted (lock held, unknown cluster profile, ...)."""
 

@@ -40,7 +40,7 @@ class SweepPaths:
 
     @property
     def submitit_dir(self) -> Path:
-        """submitit folder; ``%j`` is replaced by the job id."""
+        """Submitit folder; ``%j`` is replaced by the job id."""
         return self.root / "submitit" / "%j"
 
     @property

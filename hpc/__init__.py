@@ -1,0 +1,1 @@
+"""How cells reach a cluster: grid files, manifests, submitit executors, status from files, reruns."""

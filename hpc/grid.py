@@ -1,0 +1,255 @@
+"""Grid files: one readable YAML that expands, in code, to every cell of a study.
+
+A grid file has shared ``defaults``, ``axes`` whose cartesian product gives the cells, ``overrides``
+that set values on the cells matching a pattern (e.g. a learning rate per model × method), and
+``exclude`` patterns. Keys are checked: a typo raises an error naming the file, the key and the
+allowed keys, before anything is submitted. Example (``sweeps/demo.yaml``)::
+
+    name: demo
+    output: runs/demo
+    cache: data/cache
+    defaults: {model: {name: prithvi_tiny}, train: {lr: 1.0e-3, batch_size: 4, max_epochs: 8}}
+    axes: {tuning: [{method: full}, {method: lora}], dataset: [sen1floods11], seed: [0, 1]}
+    overrides: [{where: {tuning.method: full}, set: {train.lr: 3.0e-4}}]
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from geopeft.errors import ConfigError, GeopeftError
+from geopeft.spec import CellSpec, RunEnv
+
+TOP_KEYS = ("name", "description", "output", "cache", "env", "defaults", "axes", "overrides", "exclude")
+SECTIONS = ("model", "tuning", "decoder", "train")
+AXES = (*SECTIONS, "dataset", "seed")
+ENV_KEYS = ("num_workers", "threads", "device")
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A parsed grid file.
+
+    Args:
+        path: the grid file.
+        name: sweep name.
+        output: the sweep directory (absolute).
+        env: where and how cells run.
+        cells: the expanded cells, in a stable order (axes in file order, values in list order).
+        sha256: hash of the file's bytes, recorded in the manifest.
+    """
+
+    path: Path
+    name: str
+    output: Path
+    env: RunEnv
+    cells: tuple[CellSpec, ...]
+    sha256: str
+
+
+def load_grid(path: str | Path) -> Grid:
+    """Read and expand a grid file; every error names the file and the offending key."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: grid file not found; pass a YAML file such as sweeps/demo.yaml")
+    raw = p.read_bytes()
+    try:
+        doc = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not valid YAML: {exc}") from exc
+    where = str(p)
+    _require_mapping(doc, where)
+    _check_keys(doc, TOP_KEYS, where)
+    for key in ("name", "output", "cache"):
+        if not isinstance(doc.get(key), str):
+            raise ConfigError(f"{where}: '{key}' is required and must be a string")
+    env_doc = doc.get("env", {})
+    _require_mapping(env_doc, f"{where}: env")
+    _check_keys(env_doc, ENV_KEYS, f"{where}: env")
+    env = RunEnv(cache_root=str(Path(doc["cache"]).resolve()), **env_doc)
+    cells = expand(doc, where)
+    return Grid(
+        path=p.resolve(),
+        name=doc["name"],
+        output=Path(doc["output"]).resolve(),
+        env=env,
+        cells=tuple(cells),
+        sha256=hashlib.sha256(raw).hexdigest(),
+    )
+
+
+def sweep_root(grid_or_dir: str | Path) -> Path:
+    """The sweep directory of a grid file (its ``output``), or the directory itself.
+
+    Reads only the ``output`` key, so status and tables never import torch to expand cells.
+    """
+    p = Path(grid_or_dir)
+    if p.is_dir():
+        return p.resolve()
+    if not p.is_file():
+        raise ConfigError(f"{p}: neither a grid file nor a sweep directory")
+    try:
+        doc = yaml.safe_load(p.read_bytes())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not valid YAML: {exc}") from exc
+    if not isinstance(doc, Mapping) or not isinstance(doc.get("output"), str):
+        raise ConfigError(f"{p}: 'output' is required and must be a string")
+    return Path(doc["output"]).resolve()
+
+
+def expand(doc: Mapping[str, Any], where: str) -> list[CellSpec]:
+    """The cells of a parsed grid document, validated against the registries."""
+    defaults = doc.get("defaults", {})
+    _require_mapping(defaults, f"{where}: defaults")
+    _check_keys(defaults, AXES, f"{where}: defaults")
+    axes = doc.get("axes", {})
+    _require_mapping(axes, f"{where}: axes")
+    _check_keys(axes, AXES, f"{where}: axes")
+    for name, values in axes.items():
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"{where}: axes.{name} must be a non-empty list")
+    overrides = _patterns(doc.get("overrides", []), f"{where}: overrides", with_set=True)
+    excludes = _patterns(doc.get("exclude", []), f"{where}: exclude", with_set=False)
+
+    cells: list[CellSpec] = []
+    seen: dict[str, str] = {}
+    names = list(axes)
+    for combo in itertools.product(*(range(len(axes[n])) for n in names)):
+        label = ", ".join(f"axes.{n}[{i}]" for n, i in zip(names, combo, strict=True))
+        cell = copy.deepcopy(dict(defaults))
+        for n, i in zip(names, combo, strict=True):
+            _merge(cell, n, axes[n][i], f"{where}: axes.{n}[{i}]")
+        if any(_matches(cell, pattern) for pattern in excludes):
+            continue
+        for k, (pattern, settings) in enumerate(overrides):
+            if _matches(cell, pattern):
+                for dotted, value in settings.items():
+                    _set(cell, dotted, value, f"{where}: overrides[{k}].set.{dotted}")
+        spec = _to_spec(cell, f"{where}: {label}")
+        if spec.cell_id in seen:
+            raise ConfigError(f"{where}: {label} repeats the cell of {seen[spec.cell_id]}; remove one of them")
+        seen[spec.cell_id] = label
+        cells.append(spec)
+    if not cells:
+        raise ConfigError(f"{where}: the grid expands to no cells; check axes and exclude")
+    return cells
+
+
+def _to_spec(cell: dict[str, Any], where: str) -> CellSpec:
+    for key in ("model", "dataset"):
+        if key not in cell:
+            raise ConfigError(f"{where}: no '{key}' given in defaults or axes")
+    cell.setdefault("tuning", {"method": "full"})
+    cell.setdefault("decoder", {"name": "linear"})
+    if "lr" not in cell.get("train", {}):
+        raise ConfigError(f"{where}: no learning rate; set train.lr in defaults, axes or overrides")
+    spec = CellSpec.from_dict(cell, where)
+    validate_spec(spec, where)
+    return spec
+
+
+def validate_spec(spec: CellSpec, where: str) -> None:
+    """Check names and options against the registries (dataset, backbone, decoder, tuning method)."""
+    # Imported here: the registries pull in torch, which `geopeft status` never needs.
+    from geopeft.data.registry import get_dataset
+    from geopeft.models.build import validate as validate_model
+    from geopeft.tuning.registry import validate_tuning
+
+    try:
+        get_dataset(spec.dataset, where=f"{where}: dataset")
+        validate_model(spec.model, spec.decoder, where=where)
+        validate_tuning(spec.tuning, where=where)
+    except ConfigError:
+        raise
+    except GeopeftError as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
+
+
+def _merge(cell: dict[str, Any], axis: str, value: Any, where: str) -> None:
+    if axis in SECTIONS:
+        _require_mapping(value, where)
+        section = cell.setdefault(axis, {})
+        _require_mapping(section, where)
+        for key, val in value.items():
+            if key == "options" and isinstance(val, Mapping):
+                section["options"] = {**section.get("options", {}), **val}
+            else:
+                section[key] = val
+    else:
+        if isinstance(value, (Mapping, list)):
+            raise ConfigError(f"{where}: {axis} values must be scalars, got {value!r}")
+        cell[axis] = value
+
+
+def _patterns(items: Any, where: str, *, with_set: bool) -> list[Any]:
+    if not isinstance(items, list):
+        raise ConfigError(f"{where}: must be a list")
+    out: list[Any] = []
+    for i, item in enumerate(items):
+        _require_mapping(item, f"{where}[{i}]")
+        if with_set:
+            _check_keys(item, ("where", "set"), f"{where}[{i}]")
+            _require_mapping(item.get("where", {}), f"{where}[{i}].where")
+            _require_mapping(item.get("set"), f"{where}[{i}].set")
+            for dotted in [*item.get("where", {}), *item["set"]]:
+                _check_path(dotted, f"{where}[{i}]")
+            out.append((item.get("where", {}), item["set"]))
+        else:
+            for dotted in item:
+                _check_path(dotted, f"{where}[{i}]")
+            out.append(item)
+    return out
+
+
+def _check_path(dotted: str, where: str) -> None:
+    head = dotted.split(".", 1)[0]
+    if head not in AXES:
+        raise ConfigError(f"{where}: unknown key {dotted!r}; keys start with one of: {', '.join(AXES)}")
+
+
+def _get(cell: Mapping[str, Any], dotted: str) -> Any:
+    node: Any = cell
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _set(cell: dict[str, Any], dotted: str, value: Any, where: str) -> None:
+    *parents, last = dotted.split(".")
+    node = cell
+    for part in parents:
+        node = node.setdefault(part, {})
+        _require_mapping(node, where)
+    node[last] = value
+
+
+def _matches(cell: Mapping[str, Any], pattern: Mapping[str, Any]) -> bool:
+    for dotted, expected in pattern.items():
+        actual = _get(cell, dotted)
+        if isinstance(expected, list):
+            if actual not in expected:
+                return False
+        elif actual != expected:
+            return False
+    return True
+
+
+def _require_mapping(value: Any, where: str) -> None:
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+
+
+def _check_keys(d: Mapping[str, Any], allowed: tuple[str, ...], where: str) -> None:
+    unknown = [k for k in d if k not in allowed]
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r}; allowed: {', '.join(allowed)}")

@@ -1,0 +1,132 @@
+"""``sweep`` and ``rerun``: decide which manifest indices to submit, then submit them as one array.
+
+Both hold the sweep's lock while they plan and submit, so two of them never submit the same cell.
+Done, running and pending cells are never submitted again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from geopeft.errors import ConfigError, SubmitError
+from geopeft.paths import SweepPaths
+from hpc.grid import Grid, load_grid
+from hpc.locks import exclusive
+from hpc.manifest import Manifest, plan, read_manifest, write_manifest
+from hpc.profiles import ClusterProfile
+from hpc.state import CellState, State, cell_state, latest_submissions
+from hpc.submit import submit_indices
+
+RERUN_CHOICES = ("failed", "missing", "incomplete")
+
+
+@dataclass(frozen=True)
+class SubmitReport:
+    """What a sweep or rerun did."""
+
+    manifest: Manifest
+    submitted: tuple[int, ...]
+    skipped: dict[State, int]
+    job_ids: tuple[str, ...]
+    dry_run: bool
+
+
+def states(manifest: Manifest) -> dict[int, CellState]:
+    """Manifest index -> state, for the cells in the grid."""
+    subs = latest_submissions(manifest.paths)
+    return {e.index: cell_state(manifest.paths.cell(e.cell_id), subs.get(e.cell_id)) for e in manifest.active()}
+
+
+def check_caches(grid: Grid) -> None:
+    """Fail before submitting when a dataset's cache is missing or unreadable."""
+    from geopeft.cache.build import cache_state
+
+    for dataset in sorted({c.dataset for c in grid.cells}):
+        missing = [split for split, key in cache_state(grid.env.cache_root, dataset).items() if key is None]
+        if missing:
+            raise SubmitError(
+                f"{grid.path}: no valid cache for {dataset} ({', '.join(missing)}) in {grid.env.cache_root}; "
+                f"build it first: geopeft prepare {dataset} --raw RAW_DIR --cache {grid.env.cache_root}"
+            )
+
+
+def sweep(grid_file: str | Path, profile: ClusterProfile, *, dry_run: bool = False) -> SubmitReport:
+    """Plan ``grid_file`` into its manifest and submit every cell not done, running or pending."""
+    grid = load_grid(grid_file)
+    check_caches(grid)
+    paths = SweepPaths(grid.output)
+    with exclusive(paths.lock):
+        existing = read_manifest(paths.root) if paths.manifest.exists() else None
+        manifest = plan(grid, existing)
+        if not dry_run:
+            write_manifest(manifest)
+        current = states(manifest)
+        todo = [i for i, s in current.items() if s.state in (State.FAILED, State.MISSING)]
+        return _submit(manifest, todo, current, profile, "sweep", dry_run)
+
+
+def rerun(
+    root: str | Path,
+    profile: ClusterProfile,
+    *,
+    which: str = "failed",
+    cells: tuple[str, ...] = (),
+    max_attempts: int = 0,
+    dry_run: bool = False,
+) -> SubmitReport:
+    """Resubmit failed, missing or named cells of an existing sweep as an array subset.
+
+    Args:
+        root: the sweep directory.
+        profile: where to run.
+        which: ``failed``, ``missing`` or ``incomplete`` (both); ignored when ``cells`` is given.
+        cells: explicit cell ids (a unique prefix is enough) to resubmit whatever their state,
+            unless running or pending.
+        max_attempts: skip cells that already had this many attempts (0 = no limit).
+        dry_run: report without submitting.
+    """
+    if which not in RERUN_CHOICES:
+        raise ConfigError(f"unknown rerun selection {which!r}; allowed: {', '.join(RERUN_CHOICES)}")
+    paths = SweepPaths(Path(root))
+    with exclusive(paths.lock):
+        manifest = read_manifest(paths.root)
+        current = states(manifest)
+        if cells:
+            chosen = [_resolve(manifest, c) for c in cells]
+            busy = [i for i in chosen if current[i].state in (State.RUNNING, State.PENDING)]
+            if busy:
+                raise SubmitError(f"cell {manifest.entry(busy[0]).cell_id} is {current[busy[0]].state}; wait for it")
+            todo = chosen
+        else:
+            wanted = {"failed": {State.FAILED}, "missing": {State.MISSING}}.get(which, {State.FAILED, State.MISSING})
+            todo = [i for i, s in current.items() if s.state in wanted]
+        if max_attempts:
+            todo = [i for i in todo if current[i].attempts < max_attempts]
+        return _submit(manifest, todo, current, profile, "rerun", dry_run)
+
+
+def _resolve(manifest: Manifest, prefix: str) -> int:
+    matches = [e.index for e in manifest.active() if e.cell_id.startswith(prefix)]
+    if len(matches) != 1:
+        what = "no cell" if not matches else f"{len(matches)} cells"
+        raise ConfigError(f"{manifest.paths.manifest}: {what} with id starting {prefix!r}; see `geopeft status`")
+    return matches[0]
+
+
+def _submit(
+    manifest: Manifest,
+    todo: list[int],
+    current: dict[int, CellState],
+    profile: ClusterProfile,
+    kind: str,
+    dry_run: bool,
+) -> SubmitReport:
+    skipped: dict[State, int] = {}
+    for i, s in current.items():
+        if i not in todo:
+            skipped[s.state] = skipped.get(s.state, 0) + 1
+    job_ids: list[str] = []
+    if not dry_run:
+        job_ids = submit_indices(manifest, sorted(todo), profile, kind)
+    return SubmitReport(manifest, tuple(sorted(todo)), skipped, tuple(job_ids), dry_run)

@@ -1,0 +1,211 @@
+"""``run_cell``: the one function every launcher calls to train and test one cell.
+
+It writes ``spec.json``, logs the attempt, trains with the paper's protocol, tests the
+best-validation checkpoint on every region of the dataset and writes ``result.json`` atomically, or
+``failed.json`` with a failure class when anything goes wrong. A cell with a result is never run again.
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from geopeft.attempts import end_attempt, start_attempt
+from geopeft.cache.reader import CacheDataset, open_split
+from geopeft.data.registry import get_dataset
+from geopeft.errors import CacheError, CellFailed, ConfigError, DataError, GeopeftError
+from geopeft.io import atomic_write_json, read_json
+from geopeft.models.build import build_segmentor, resolve_bands
+from geopeft.paths import CellPaths
+from geopeft.provenance import provenance
+from geopeft.result import CellResult, RegionMetrics, TrainSummary, failure_record
+from geopeft.spec import CellSpec, RunEnv
+from geopeft.train import checkpoint
+from geopeft.train.engine import evaluate, fit
+from geopeft.tuning.registry import apply_tuning, load_trainable_state_dict, trainable_state_dict
+
+Log = Callable[[str], None]
+
+
+def _log(message: str) -> None:
+    print(message, flush=True)
+
+
+def run_cell(spec: CellSpec, env: RunEnv, paths: CellPaths, *, log: Log = _log) -> CellResult:
+    """Train and test one cell, or return its existing result.
+
+    Args:
+        spec: what to train.
+        env: where the caches are and how many workers/threads to use.
+        paths: the cell directory (``paths.dir`` ends with ``spec.cell_id``).
+        log: sink for progress lines.
+
+    Raises:
+        CellFailed: (or the original exception) after ``failed.json`` was written.
+    """
+    _write_spec(spec, paths)
+    if paths.result.exists():
+        log(f"{spec.slug} [{spec.cell_id}]: already done, {paths.result}")
+        return CellResult.from_dict(read_json(paths.result), str(paths.result))
+    attempt = start_attempt(paths)
+    log(f"{spec.slug} [{spec.cell_id}]: attempt {attempt} in {paths.dir}")
+    try:
+        result = _train_and_test(spec, env, paths, log)
+    except BaseException as exc:
+        reason = classify(exc)
+        record = failure_record(
+            spec.cell_id,
+            spec.slug,
+            reason,
+            f"{type(exc).__name__}: {exc}",
+            "".join(traceback.format_exception(exc)[-12:]),
+            attempt,
+            {"time": time.time()},
+        )
+        atomic_write_json(paths.failed, record)
+        end_attempt(paths, attempt, "canceled" if reason == "canceled" else "failed", reason)
+        raise
+    atomic_write_json(paths.result, result.to_dict())
+    paths.failed.unlink(missing_ok=True)
+    end_attempt(paths, attempt, "success")
+    log(f"{spec.slug} [{spec.cell_id}]: done, {paths.result}")
+    return result
+
+
+def classify(exc: BaseException) -> str:
+    """A short failure class for status tables: oom, nan, data, config, canceled or error."""
+    if isinstance(exc, CellFailed):
+        return exc.reason
+    if isinstance(exc, torch.OutOfMemoryError):
+        return "oom"
+    if isinstance(exc, (DataError, CacheError)):
+        return "data"
+    if isinstance(exc, ConfigError):
+        return "config"
+    if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+        return "canceled"
+    return "error"
+
+
+def _write_spec(spec: CellSpec, paths: CellPaths) -> None:
+    if paths.spec.exists():
+        stored = read_json(paths.spec)
+        if stored.get("cell_id") != spec.cell_id:
+            raise GeopeftError(
+                f"{paths.spec} belongs to cell {stored.get('cell_id')}, not {spec.cell_id}; "
+                "a cell directory must be named after its cell id"
+            )
+        return
+    atomic_write_json(paths.spec, {"cell_id": spec.cell_id, "slug": spec.slug, "spec": spec.to_dict()})
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when present."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("env.device is 'cuda' but no CUDA device is visible; use 'auto' or 'cpu'")
+    return torch.device(name)
+
+
+def _loader(ds: CacheDataset, env: RunEnv, batch_size: int, *, train: bool) -> DataLoader[dict[str, Any]]:
+    return DataLoader(
+        ds,
+        batch_size=batch_size,
+        shuffle=train,
+        drop_last=train,
+        num_workers=env.num_workers,
+        persistent_workers=env.num_workers > 0,
+    )
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    # ru_maxrss is in KiB on Linux.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+
+
+def _train_and_test(spec: CellSpec, env: RunEnv, paths: CellPaths, log: Log) -> CellResult:
+    started = time.time()
+    if env.threads:
+        torch.set_num_threads(env.threads)
+    device = resolve_device(env.device)
+    checkpoint.seed_everything(spec.seed)
+    info = get_dataset(spec.dataset, where=spec.slug)
+    bands = resolve_bands(spec.model)
+    split_names = (info.train_split, info.val_split, *info.regions)
+    splits = {
+        s: open_split(env.cache_root, spec.dataset, s, bands=bands, train=s == info.train_split) for s in split_names
+    }
+    train_ds = splits[info.train_split]
+    if len(train_ds) < spec.train.batch_size:
+        raise ConfigError(
+            f"{spec.slug}: the train split has {len(train_ds)} samples, fewer than batch_size "
+            f"{spec.train.batch_size}; lower train.batch_size"
+        )
+    img_size = int(splits[info.val_split][0]["image"].shape[-1])
+    model = build_segmentor(
+        spec.model, spec.decoder, num_classes=len(info.classes), img_size=img_size, where=spec.slug
+    )
+    report = apply_tuning(model, spec.tuning, where=spec.slug)
+    model.to(device)
+    log(f"{spec.slug}: {report.trainable:,} of {report.total:,} parameters trainable ({100 * report.fraction:.2f} %)")
+
+    batch = spec.train.batch_size
+    outcome = fit(
+        model,
+        spec.train,
+        (_loader(train_ds, env, batch, train=True), _loader(splits[info.val_split], env, batch, train=False)),
+        paths,
+        device,
+        num_classes=len(info.classes),
+        trainable_state=lambda: trainable_state_dict(model),
+        log=log,
+    )
+    load_trainable_state_dict(model, checkpoint.load(paths.best_ckpt)["model"])
+    regions: dict[str, RegionMetrics] = {}
+    for region in info.regions:
+        ds = splits[region]
+        metrics = evaluate(
+            model,
+            _loader(ds, env, batch, train=False),
+            device,
+            num_classes=len(info.classes),
+            precision=spec.train.precision,
+        )
+        if metrics.n != len(ds):
+            raise CellFailed(f"{spec.slug}: evaluated {metrics.n} samples of {region}, expected {len(ds)}")
+        regions[region] = metrics
+        log(f"{spec.slug}: {region} mIoU {100 * metrics.miou:.2f} (n={metrics.n})")
+    return CellResult(
+        cell_id=spec.cell_id,
+        slug=spec.slug,
+        spec=spec.to_dict(),
+        regions=regions,
+        train=TrainSummary(
+            best_epoch=outcome.best_epoch,
+            epochs_run=outcome.epochs_run,
+            wall_time_s=time.time() - started,
+            time_per_epoch_s=outcome.time_per_epoch_s,
+            samples_per_s=outcome.samples_per_s,
+            peak_memory_mb=_peak_memory_mb(device),
+            device=_device_name(device),
+            world_size=1,
+            resumed_from_epoch=outcome.resumed_from_epoch,
+        ),
+        params=report.to_dict(),
+        provenance={**provenance(), "argv": sys.argv, "env": env.to_dict()},
+        cache_keys={s: ds.key for s, ds in splits.items()},
+    )

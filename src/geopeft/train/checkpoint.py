@@ -1,0 +1,61 @@
+"""Checkpoints: the best weights for testing, and the full training state for resuming a cell.
+
+Both are written through :func:`geopeft.io.temporary_save_path`, so a kill during a save leaves the
+previous checkpoint intact. The training state holds everything needed to continue bit-for-bit:
+model, optimiser, scheduler, early-stopping state, epoch and every RNG state.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from geopeft.errors import CheckpointError
+from geopeft.io import temporary_save_path
+
+
+def save(path: Path, payload: dict[str, Any]) -> None:
+    """``torch.save`` ``payload`` atomically."""
+    with temporary_save_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load(path: Path) -> dict[str, Any]:
+    """Load a checkpoint written by :func:`save` (tensors and plain Python values only)."""
+    try:
+        out: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=False)
+    except (RuntimeError, EOFError, OSError) as exc:
+        raise CheckpointError(f"{path}: unreadable checkpoint ({exc}); delete it to start the cell afresh") from exc
+    return out
+
+
+def rng_state() -> dict[str, Any]:
+    """The state of every random number generator a cell uses."""
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` returned."""
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)

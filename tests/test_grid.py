@@ -1,0 +1,98 @@
+import textwrap
+
+import pytest
+
+from geopeft.errors import ConfigError
+from hpc.grid import load_grid, sweep_root
+from hpc.profiles import load_profile
+from hpc.sweep import sweep
+
+GOOD = """
+name: t
+output: {out}
+cache: {cache}
+env: {{threads: 1}}
+defaults:
+  model: {{name: prithvi_tiny}}
+  train: {{lr: 1.0e-3, batch_size: 4}}
+axes:
+  dataset: [sen1floods11]
+  tuning: [{{method: full}}, {{method: lora, options: {{r: 4}}}}]
+  seed: [0, 1, 2]
+overrides:
+  - where: {{tuning.method: full}}
+    set: {{train.lr: 2.0e-4}}
+exclude:
+  - {{tuning.method: lora, seed: 2}}
+"""
+
+
+def write(tmp_path, text, **fmt):
+    fmt = {"out": str(tmp_path / "runs"), "cache": str(tmp_path / "cache"), **fmt}
+    path = tmp_path / "grid.yaml"
+    path.write_text(textwrap.dedent(text.format(**fmt)))
+    return path
+
+
+def test_expansion_defaults_overrides_exclude(tmp_path):
+    grid = load_grid(write(tmp_path, GOOD))
+    slugs = [c.slug for c in grid.cells]
+    assert slugs == [
+        "prithvi_tiny/full/linear/sen1floods11/s0",
+        "prithvi_tiny/full/linear/sen1floods11/s1",
+        "prithvi_tiny/full/linear/sen1floods11/s2",
+        "prithvi_tiny/lora/linear/sen1floods11/s0",
+        "prithvi_tiny/lora/linear/sen1floods11/s1",
+    ]
+    lrs = {c.tuning.method: c.train.lr for c in grid.cells}
+    assert lrs == {"full": 2e-4, "lora": 1e-3}
+    assert grid.cells[3].tuning.opts == {"r": 4}
+    assert grid.env.threads == 1 and grid.env.cache_root == str(tmp_path / "cache")
+    assert sweep_root(grid.path) == tmp_path / "runs"
+
+
+def test_demo_grid_is_valid():
+    grid = load_grid("sweeps/demo.yaml")
+    assert len(grid.cells) == 4
+    assert {c.tuning.method for c in grid.cells} == {"full", "lora"}
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "match"),
+    [
+        ("name: prithvi_tiny", "name: prithvi_huge", r"unknown backbone 'prithvi_huge'; allowed: .*prithvi_tiny"),
+        ("method: lora,", "method: lorax,", r"unknown tuning method 'lorax'; allowed: .*lora"),
+        ("dataset: [sen1floods11]", "dataset: [sen2floods]", r"unknown dataset 'sen2floods'; allowed: .*sen1floods11"),
+        ("options: {r: 4}", "options: {rank: 4}", r"rank"),
+        ("env: {threads: 1}", "env: {thread: 1}", r"env: unknown key 'thread'; allowed: num_workers, threads"),
+        ("name: t", "name: t\nouptut: x", r"unknown key 'ouptut'"),
+        ("train: {lr: 1.0e-3, batch_size: 4}", "train: {lr: 1.0e-3, batchsize: 4}", r"batchsize"),
+        ("set: {train.lr: 2.0e-4}", "set: {trian.lr: 2.0e-4}", r"unknown key 'trian.lr'"),
+        ("seed: [0, 1, 2]", "seed: []", r"axes.seed must be a non-empty list"),
+    ],
+)
+def test_bad_grid_names_file_key_and_allowed(tmp_path, old, new, match):
+    text = GOOD.replace(old, new)
+    assert text != GOOD
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError, match=match) as info:
+        load_grid(path)
+    assert str(path) in str(info.value)
+
+
+def test_bad_grid_submits_nothing(tmp_path):
+    path = write(tmp_path, GOOD.replace("name: prithvi_tiny", "name: nope"))
+    with pytest.raises(ConfigError):
+        sweep(path, load_profile("local"))
+    assert not (tmp_path / "runs").exists()
+
+
+def test_duplicate_cells_are_refused(tmp_path):
+    path = write(tmp_path, GOOD.replace("seed: [0, 1, 2]", "seed: [0, 0]"))
+    with pytest.raises(ConfigError, match="repeats the cell"):
+        load_grid(path)
+
+
+def test_unknown_cluster_profile():
+    with pytest.raises(ConfigError, match="unknown cluster profile 'nope'; allowed: .*local"):
+        load_profile("nope")
