@@ -16,7 +16,7 @@ from hpc.locks import slot
 from hpc.manifest import read_manifest
 
 
-class CellTask(submitit.helpers.Checkpointable):  # type: ignore[misc]
+class CellTask(submitit.helpers.Checkpointable):
     """Run the cell at a manifest index of the sweep in ``root``.
 
     Args:

@@ -72,27 +72,30 @@ def test_demo_grid_is_valid():
     ],
 )
 def test_bad_grid_names_file_key_and_allowed(tmp_path, old, new, match):
-    text = GOOD.replace(old, new)
-    assert text != GOOD
-    path = write(tmp_path, text)
+    path = write(tmp_path, GOOD)
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new))
     with pytest.raises(ConfigError, match=match) as info:
         load_grid(path)
     assert str(path) in str(info.value)
 
 
 def test_bad_grid_submits_nothing(tmp_path):
-    path = write(tmp_path, GOOD.replace("name: prithvi_tiny", "name: nope"))
+    path = write(tmp_path, GOOD)
+    path.write_text(path.read_text().replace("name: prithvi_tiny", "name: nope"))
     with pytest.raises(ConfigError):
         sweep(path, load_profile("local"))
     assert not (tmp_path / "runs").exists()
 
 
 def test_duplicate_cells_are_refused(tmp_path):
-    path = write(tmp_path, GOOD.replace("seed: [0, 1, 2]", "seed: [0, 0]"))
+    path = write(tmp_path, GOOD)
+    path.write_text(path.read_text().replace("seed: [0, 1, 2]", "seed: [0, 0]"))
     with pytest.raises(ConfigError, match="repeats the cell"):
         load_grid(path)
 
 
 def test_unknown_cluster_profile():
-    with pytest.raises(ConfigError, match="unknown cluster profile 'nope'; allowed: .*local"):
+    with pytest.raises(ConfigError, match=r"unknown cluster profile 'nope'; allowed: .*local"):
         load_profile("nope")

@@ -46,5 +46,5 @@ def test_jsonl_skips_only_a_torn_last_line(tmp_path):
         fh.write('{"a": 3')  # a writer killed mid-line
     assert read_jsonl(log) == [{"a": 1}, {"a": 2}]
     log.write_text('{"a": 1\n' + json.dumps({"a": 2}) + "\n")
-    with pytest.raises(GeopeftError, match="attempts.jsonl:1"):
+    with pytest.raises(GeopeftError, match=r"attempts\.jsonl:1"):
         read_jsonl(log)

@@ -73,8 +73,14 @@ def test_reused_pid_is_not_mistaken_for_the_cell(tmp_path):
     paths = SweepPaths(tmp_path).cell("abc")
     append_jsonl(
         paths.attempts,
-        {"event": "start", "attempt": 1, "time": time.time(), "host": socket.gethostname(),
-         "pid": os.getpid(), "pid_start": -5},
+        {
+            "event": "start",
+            "attempt": 1,
+            "time": time.time(),
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "pid_start": -5,
+        },
     )
     assert cell_state(paths).state is State.FAILED
 

@@ -119,7 +119,7 @@ def train_one_epoch(
         loss, _ = segmentation_loss(logits, batch["mask"])
         _check_finite(loss, epoch, step)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]  # torch leaves Tensor.backward unannotated
         optimizer.step()
         n = int(batch["image"].shape[0])
         loss_sum += float(loss.detach()) * n

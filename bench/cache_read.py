@@ -1,0 +1,107 @@
+"""Read speed of the HDF5 cache against the GeoTIFFs it was built from, for 512x512x13 Sen1Floods11 chips.
+
+Writes ~32 synthetic chips into a temporary folder, builds the cache (lzf, and uncompressed for comparison), then
+reads every train sample single-threaded, best of a few passes (files are in the OS page cache: this measures
+decoding and conversion, not the disk):
+
+- cache:    ``CacheDataset[i]`` (decode, scale, standardise, tensors), no augmentation;
+- rasterio: both GeoTIFFs with rasterio, then the same scaling, standardisation and tensors;
+- h5py raw: ``images[i]`` and ``masks[i]`` straight from h5py (decode only): the limit of any cache reader.
+
+Prints samples/s and the ratios cache/rasterio and cache/raw. Nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import torch
+
+from geopeft.cache import schema
+from geopeft.cache.build import cache_path, prepare
+from geopeft.cache.reader import open_split
+from geopeft.data import sen1floods11 as s1f
+from geopeft.data.bands import S2_BANDS
+from geopeft.data.synthetic import write_sen1floods11
+from geopeft.data.transforms import normalise
+
+
+def rate(read: Callable[[int], object], n: int, passes: int) -> float:
+    """Samples per second over ``n`` samples, best of ``passes``."""
+    best = float("inf")
+    for _ in range(passes):
+        start = time.perf_counter()
+        for i in range(n):
+            read(i)
+        best = min(best, time.perf_counter() - start)
+    return n / best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--chips", type=int, default=32, help="train chips to write and read")
+    parser.add_argument("--size", type=int, default=512, help="chip height and width")
+    parser.add_argument("--passes", type=int, default=3, help="timed passes; the best counts")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory(prefix="geopeft-bench-") as tmp:
+        root = Path(tmp)
+        start = time.perf_counter()
+        counts = {"train": args.chips, "val": 1, "test": 1, "bolivia": 1}
+        splits = write_sen1floods11(root / "raw", counts=counts, size=args.size)
+        written = time.perf_counter() - start
+        build_s = {}
+        for codec in ("lzf", "none"):
+            start = time.perf_counter()
+            prepare("sen1floods11", root / "raw", root / codec, splits_dir=splits, progress=False, codec=codec)
+            build_s[codec] = time.perf_counter() - start
+        ds = open_split(root / "lzf", "sen1floods11", "train", bands=S2_BANDS, train=False)
+        ds_plain = open_split(root / "none", "sen1floods11", "train", bands=S2_BANDS, train=False)
+        ids = [ds.metadata(i).id for i in range(len(ds))]
+        mean, std, scale = ds.header.mean, ds.header.std, ds.header.scale
+
+        def geotiff(i: int) -> dict[str, object]:
+            with rasterio.open(s1f.image_path(root / "raw", ids[i])) as src:
+                image = src.read()
+            with rasterio.open(s1f.label_path(root / "raw", ids[i])) as src:
+                mask = src.read(1)
+            return {
+                "image": torch.from_numpy(normalise(image, mean, std, scale=scale)),
+                "mask": torch.from_numpy(mask.astype(np.int64)),
+            }
+
+        h5 = schema.open_h5(cache_path(root / "lzf", "sen1floods11", "train"))
+        images, masks = h5[schema.IMAGES], h5[schema.MASKS]
+        n = len(ds)
+        rates = {
+            "cache (CacheDataset, lzf)": rate(ds.__getitem__, n, args.passes),
+            "cache (CacheDataset, none)": rate(ds_plain.__getitem__, n, args.passes),
+            "rasterio (GeoTIFF + same conversion)": rate(geotiff, n, args.passes),
+            "h5py raw images[i] + masks[i] (lzf)": rate(lambda i: (images[i], masks[i]), n, args.passes),
+        }
+        h5.close()
+        sizes = {c: cache_path(root / c, "sen1floods11", "train").stat().st_size / 2**20 for c in ("lzf", "none")}
+        tif_mb = sum(s1f.image_path(root / "raw", i).stat().st_size for i in ids) / 2**20
+    print(f"{n} train chips of {args.size}x{args.size}x13 int16; wrote GeoTIFFs in {written:.1f} s")
+    for codec in ("lzf", "none"):
+        print(f"prepare ({codec}): {build_s[codec]:.1f} s, train file {sizes[codec]:.0f} MiB")
+    print(f"GeoTIFF images: {tif_mb:.0f} MiB (uncompressed)")
+    for name, value in rates.items():
+        print(f"{name:40s} {value:8.1f} samples/s")
+    cache, tif, raw = (
+        rates["cache (CacheDataset, lzf)"],
+        rates["rasterio (GeoTIFF + same conversion)"],
+        rates["h5py raw images[i] + masks[i] (lzf)"],
+    )
+    print(f"ratio cache/rasterio: {cache / tif:.2f}")
+    print(f"ratio cache/raw:      {cache / raw:.2f}")
+
+
+if __name__ == "__main__":
+    main()

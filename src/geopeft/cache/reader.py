@@ -1,0 +1,155 @@
+"""The torch ``Dataset`` over one cache file (imports torch; the builder does not).
+
+The HDF5 file is opened lazily, on the first ``__getitem__`` in each process, and the handle is dropped when the
+dataset is pickled, so no handle crosses a fork or a spawn into DataLoader workers.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from geopeft.cache import schema
+from geopeft.cache.build import cache_path
+from geopeft.data.bands import select_indices
+from geopeft.data.registry import get_dataset
+from geopeft.data.transforms import D4_SIZE, d4, normalise
+from geopeft.errors import CacheError, ConfigError, unknown_choice
+
+
+@dataclass(frozen=True)
+class SampleMeta:
+    """Per-sample metadata stored in the cache.
+
+    Args:
+        id: the sample id from the split file.
+        date: acquisition date-time as ISO 8601 text, or ``None`` when unknown.
+        lat: latitude of the raster centre (EPSG:4326 degrees), or ``None``.
+        lon: longitude of the raster centre, or ``None``.
+    """
+
+    id: str
+    date: str | None
+    lat: float | None
+    lon: float | None
+
+
+class CacheDataset(Dataset[dict[str, Any]]):
+    """Samples of one cache file as ``{"image", "mask", "index"}``.
+
+    ``image`` is float32 ``[C, H, W]`` in the requested band order: the stored values times the constant scale,
+    then standardised with the train split's per-band mean and std. ``mask`` is int64 ``[H, W]`` with ``-1`` for
+    ignored pixels. With ``train=True`` each sample gets one of the 8 D4 flips/rotations (drawn from torch's RNG,
+    which the DataLoader seeds per worker), the same on image and mask.
+
+    Args:
+        header: the checked header of the file (from :func:`geopeft.cache.schema.read_header`).
+        bands: band names to return, in this order.
+        train: apply D4 augmentation.
+    """
+
+    def __init__(self, header: schema.CacheHeader, bands: Sequence[str], train: bool) -> None:
+        if not bands:
+            raise ConfigError(
+                f"{header.path}: bands must name at least one band; available: {', '.join(header.bands)}"
+            )
+        self.header = header
+        self.path: Path = header.path
+        self.key: str = header.key
+        self.bands: tuple[str, ...] = tuple(bands)
+        self.num_classes: int = len(header.classes)
+        self.train = train
+        self._index = select_indices(header.bands, self.bands, str(header.path))
+        self._all_bands = self._index == list(range(len(header.bands)))
+        self._mean = np.asarray(header.mean, dtype=np.float32)[self._index]
+        self._std = np.asarray(header.std, dtype=np.float32)[self._index]
+        self._file: h5py.File | None = None
+        self._pid = -1
+
+    def __len__(self) -> int:
+        return self.header.n
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_file"], state["_pid"] = None, -1
+        return state
+
+    def _h5(self) -> h5py.File:
+        """The open file of this process (reopened after a fork)."""
+        if self._file is None or self._pid != os.getpid():
+            self._file = schema.open_h5(self.path)
+            self._pid = os.getpid()
+        return self._file
+
+    def _read(self, i: int) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"{self.path}: index {i} out of range for {len(self)} samples")
+        try:
+            f = self._h5()
+            return f[schema.IMAGES][i], f[schema.MASKS][i]
+        except OSError as exc:
+            hint = schema.rebuild_hint(str(self.header.attrs["dataset"]), self.path.parent.parent)
+            raise CacheError(
+                f"{self.path}: sample {i} cannot be read ({exc}); delete the file and rebuild it with {hint}"
+            ) from None
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        raw, mask = self._read(i)
+        image = normalise(raw if self._all_bands else raw[self._index], self._mean, self._std, scale=self.header.scale)
+        if self.train:
+            image, mask = d4(image, mask, int(torch.randint(D4_SIZE, ()).item()))
+        return {
+            "image": torch.from_numpy(image),
+            "mask": torch.from_numpy(mask.astype(np.int64)),
+            "index": i % len(self),
+        }
+
+    def metadata(self, i: int) -> SampleMeta:
+        """Id, date and centre position of sample ``i``."""
+        f = self._h5()
+        date = f[schema.DATE].asstr()[i]
+        lat, lon = float(f[schema.LAT][i]), float(f[schema.LON][i])
+        return SampleMeta(
+            id=f[schema.IDS].asstr()[i],
+            date=date or None,
+            lat=None if np.isnan(lat) else lat,
+            lon=None if np.isnan(lon) else lon,
+        )
+
+    def close(self) -> None:
+        """Close this process's file handle (it is reopened on the next access)."""
+        if self._file is not None and self._pid == os.getpid():
+            self._file.close()
+        self._file = None
+
+
+def open_split(
+    cache_root: str | os.PathLike[str], dataset: str, split: str, *, bands: Sequence[str], train: bool
+) -> CacheDataset:
+    """Open the cache of ``dataset``/``split`` for reading.
+
+    Args:
+        cache_root: the cache root given to ``prepare``.
+        dataset: dataset registry name.
+        split: one of the dataset's splits (train, val or a region).
+        bands: band names to return, in this order.
+        train: apply D4 augmentation (use it for the train split only).
+
+    Raises:
+        ConfigError: unknown dataset, split or band.
+        CacheError: the file is missing, corrupt or of another builder version; the message names the file and
+            the ``geopeft prepare`` command that rebuilds it.
+    """
+    info = get_dataset(dataset, "open_split")
+    if split not in info.splits:
+        raise unknown_choice(f"{dataset} split", split, info.splits, "open_split")
+    header = schema.read_header(cache_path(cache_root, dataset, split), dataset, split, cache_root)
+    return CacheDataset(header, bands, train)

@@ -1,0 +1,69 @@
+"""The paper's "linear" decoder: one transposed convolution from the token grid back to pixels.
+
+TerraTorch's ``LinearDecoder`` with ``upsampling_size`` = the patch size (16 for Prithvi) and
+``rescale: false``, behind the ``SelectIndices [-1]`` + ``ReshapeTokensToImage`` necks: the final-norm
+output of the last block, CLS dropped, tokens reshaped to ``[B, D, h, w]``, then
+``ConvTranspose2d(D, num_classes, kernel = stride = patch)`` maps every token to its ``p×p`` pixel block,
+so the logits have exactly the padded input size. The layer is named ``conv`` as in TerraTorch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from torch import Tensor, nn
+
+from geopeft.errors import ConfigError
+from geopeft.models.registry import BackboneInfo, DecoderSettings, register_decoder
+from geopeft.models.segmentor import SelectTokensToImage
+
+
+@dataclass(frozen=True)
+class LinearSettings(DecoderSettings):
+    """Options of the linear decoder.
+
+    Args:
+        in_index: the block output to decode; -1 (the default, as in the paper) is the final-norm output,
+            other indices are raw block outputs.
+    """
+
+    in_index: int = field(default=-1, metadata={"help": "block output to decode (-1 = last, normed)"})
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.in_index, int) or isinstance(self.in_index, bool):
+            raise ConfigError(f"decoder linear option in_index must be an integer, got {self.in_index!r}")
+
+    def check(self, backbone: BackboneInfo, where: str = "") -> None:
+        """Refuse an ``in_index`` outside the backbone's blocks."""
+        if not -backbone.depth <= self.in_index < backbone.depth:
+            prefix = f"{where}: " if where else ""
+            raise ConfigError(
+                f"{prefix}decoder linear option in_index {self.in_index} is out of range for {backbone.name}, "
+                f"which has {backbone.depth} blocks; allowed: {-backbone.depth} .. {backbone.depth - 1}"
+            )
+
+
+class LinearDecoder(nn.Module):
+    """``ConvTranspose2d(in_channels, num_classes, kernel = stride = upsampling)`` on the last input map.
+
+    Args:
+        in_channels: channels of the input map.
+        num_classes: output classes.
+        upsampling: kernel size and stride (the backbone's patch size).
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, upsampling: int) -> None:
+        super().__init__()
+        self.conv = nn.ConvTranspose2d(in_channels, num_classes, kernel_size=upsampling, stride=upsampling)
+
+    def forward(self, features: list[Tensor]) -> Tensor:
+        """``[B, C, h, w]`` → logits ``[B, num_classes, h·p, w·p]``."""
+        out: Tensor = self.conv(features[-1])
+        return out
+
+
+@register_decoder("linear", LinearSettings)
+def build_linear(backbone: BackboneInfo, settings: LinearSettings, num_classes: int) -> tuple[nn.Module, nn.Module]:
+    """The neck (select ``in_index``, drop CLS, reshape) and the transposed-convolution decoder."""
+    neck = SelectTokensToImage(indices=(settings.in_index,))
+    return neck, LinearDecoder(backbone.embed_dim, num_classes, backbone.patch_size)

@@ -1,0 +1,130 @@
+"""The single module the trainer sees: pad → backbone → neck → decoder → crop, as TerraTorch's PixelWiseModel.
+
+Contracts between the parts:
+
+* ``backbone(image, **metadata)`` returns a list of feature tensors (for a ViT: the block outputs,
+  ``[B, 1 + tokens, D]``). A backbone that uses per-sample metadata lists the keys in a
+  ``metadata_keys`` attribute; other metadata entries are not passed to it.
+* ``neck(features, grid=(h, w))`` turns them into the decoder's inputs; ``grid`` is the token grid of the
+  padded image.
+* ``decoder(features)`` returns logits ``[B, num_classes, H', W']``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from geopeft.errors import ConfigError
+
+
+def pad_to_multiple(image: Tensor, multiple: int) -> Tensor:
+    """Reflect-pad ``image`` on the right and bottom so that H and W are multiples of ``multiple``.
+
+    TerraTorch's current ``pad_images`` pads to twice the patch size; the paper's chip sizes (512, 256,
+    224 and reBEN's 120 → 128) give the same padded size either way.
+
+    Args:
+        image: ``[B, C, H, W]``.
+        multiple: the multiple, usually the backbone's patch size.
+    """
+    h, w = image.shape[-2:]
+    pad_h, pad_w = -h % multiple, -w % multiple
+    if not pad_h and not pad_w:
+        return image
+    if pad_h >= h or pad_w >= w:
+        raise ConfigError(
+            f"a {h}×{w} image is too small to reflect-pad to a multiple of {multiple}; use chips of at least "
+            f"{multiple // 2 + 1} pixels"
+        )
+    return F.pad(image, (0, pad_w, 0, pad_h), mode="reflect")
+
+
+class SelectTokensToImage(nn.Module):
+    """Neck for ViT features: select block outputs, drop CLS, reshape tokens to feature maps.
+
+    TerraTorch's ``SelectIndices`` + ``ReshapeTokensToImage``: ``[B, (1 +) T·h·w, D]`` becomes
+    ``[B, T·D, h, w]`` (frames stacked on channels). The grid comes from the padded image size, so
+    non-square inputs work.
+
+    Args:
+        indices: which features to keep (negative indices count from the end).
+        remove_cls_token: drop the first token.
+    """
+
+    def __init__(self, indices: Sequence[int] = (-1,), remove_cls_token: bool = True) -> None:
+        super().__init__()
+        self.indices = tuple(indices)
+        self.remove_cls_token = remove_cls_token
+
+    def forward(self, features: list[Tensor], grid: tuple[int, int]) -> list[Tensor]:
+        """Select and reshape.
+
+        Args:
+            features: backbone outputs ``[B, N, D]``.
+            grid: token grid ``(h, w)`` of the (padded) input.
+        """
+        h, w = grid
+        out = []
+        for index in self.indices:
+            tokens = features[index]
+            if self.remove_cls_token:
+                tokens = tokens[:, 1:]
+            batch, count, dim = tokens.shape
+            if count % (h * w):
+                raise ConfigError(f"{count} tokens do not fill a {h}×{w} grid; check the backbone's patch size")
+            frames = count // (h * w)
+            maps = tokens.reshape(batch, frames, h, w, dim).permute(0, 1, 4, 2, 3)
+            out.append(maps.reshape(batch, frames * dim, h, w))
+        return out
+
+
+class Segmentor(nn.Module):
+    """Backbone + neck + decoder for semantic segmentation.
+
+    Args:
+        backbone: returns a list of features (see the module docstring).
+        neck: maps the features and the token grid to the decoder's inputs.
+        decoder: maps them to logits (includes the class head).
+        patch_size: the backbone's token stride; inputs are reflect-padded to a multiple of it.
+        metadata_keys: metadata entries passed to the backbone as keyword arguments.
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        neck: nn.Module,
+        decoder: nn.Module,
+        *,
+        patch_size: int,
+        metadata_keys: Sequence[str] = (),
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.neck = neck
+        self.decoder = decoder
+        self.patch_size = patch_size
+        self.metadata_keys = tuple(metadata_keys)
+
+    def forward(self, image: Tensor, metadata: dict[str, Tensor] | None = None) -> Tensor:
+        """Segment a batch.
+
+        Args:
+            image: ``[B, C, H, W]``.
+            metadata: per-sample tensors (dates, coordinates, ...); only the backbone's
+                ``metadata_keys`` are used.
+
+        Returns:
+            Logits ``[B, num_classes, H, W]``.
+        """
+        height, width = image.shape[-2:]
+        padded = pad_to_multiple(image, self.patch_size)
+        kwargs = {key: metadata[key] for key in self.metadata_keys if metadata and key in metadata}
+        features = self.backbone(padded, **kwargs)
+        grid = (padded.shape[-2] // self.patch_size, padded.shape[-1] // self.patch_size)
+        logits: Tensor = self.decoder(self.neck(features, grid=grid))
+        if logits.shape[-2:] != padded.shape[-2:]:
+            logits = F.interpolate(logits, size=padded.shape[-2:], mode="bilinear")
+        return logits[..., :height, :width]

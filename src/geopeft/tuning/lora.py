@@ -1,0 +1,152 @@
+"""LoRA on the backbone through ``peft.get_peft_model``, as TerraTorch's ``peft_config`` path.
+
+The fused ``attn.qkv`` projections are first split into three Linears ``q``, ``k`` and ``v`` (TerraTorch's
+``replace_qkv``), so that LoRA can target the query and value projections alone. Only the backbone is
+wrapped: ``peft`` freezes everything in it but the ``lora_A``/``lora_B`` matrices, and the neck and decoder
+stay fully trainable. ``peft`` is imported inside :func:`apply_lora` only (it takes seconds to import).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from geopeft.errors import ConfigError
+from geopeft.models.segmentor import Segmentor
+from geopeft.tuning.registry import register_tuning
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    """LoRA settings (the paper's values by default).
+
+    Args:
+        r: rank of the update.
+        alpha: scaling numerator; the update is scaled by ``alpha / r``.
+        dropout: dropout on the LoRA branch input.
+        target_modules: module name suffixes to adapt; after the qkv split the attention projections are
+            ``q``, ``k`` and ``v`` and the MLP layers ``fc1`` and ``fc2``.
+    """
+
+    r: int = field(default=16, metadata={"help": "LoRA rank"})
+    alpha: int = field(default=16, metadata={"help": "LoRA alpha (scale = alpha / r)"})
+    dropout: float = field(default=0.0, metadata={"help": "dropout on the LoRA branch"})
+    target_modules: tuple[str, ...] = field(
+        default=("q", "v", "fc1", "fc2"), metadata={"help": "module name suffixes to adapt"}
+    )
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.r, int) or isinstance(self.r, bool) or self.r < 1:
+            raise ConfigError(f"lora option r must be a positive integer, got {self.r!r}")
+        if not isinstance(self.alpha, int) or isinstance(self.alpha, bool) or self.alpha < 1:
+            raise ConfigError(f"lora option alpha must be a positive integer, got {self.alpha!r}")
+        if not _is_number(self.dropout) or not 0 <= self.dropout < 1:
+            raise ConfigError(f"lora option dropout must lie in [0, 1), got {self.dropout!r}")
+        targets = self.target_modules
+        if (
+            isinstance(targets, str)
+            or not isinstance(targets, (list, tuple))
+            or not targets
+            or not all(isinstance(t, str) and t for t in targets)
+        ):
+            raise ConfigError(f"lora option target_modules must be a non-empty list of module names, got {targets!r}")
+        object.__setattr__(self, "target_modules", tuple(targets))
+
+
+class QKVSplit(nn.Module):
+    """A fused ``Linear(d, 3d)`` as three Linears ``q``, ``k``, ``v``; the output is their concatenation.
+
+    The three layers hold copies of the row blocks ``[0:d]``, ``[d:2d]`` and ``[2d:3d]`` of the fused
+    weight and bias, so the module computes what the fused layer did and the attention code around it is
+    unchanged.
+
+    Args:
+        fused: the fused projection; its output width must be three times its input width.
+    """
+
+    def __init__(self, fused: nn.Linear) -> None:
+        super().__init__()
+        dim = fused.in_features
+        if fused.out_features != 3 * dim:
+            raise ConfigError(f"cannot split a Linear({dim}, {fused.out_features}) into q, k, v: it is not d → 3d")
+        bias = fused.bias is not None
+        factory = {"device": fused.weight.device, "dtype": fused.weight.dtype}
+        self.q = nn.Linear(dim, dim, bias=bias, **factory)
+        self.k = nn.Linear(dim, dim, bias=bias, **factory)
+        self.v = nn.Linear(dim, dim, bias=bias, **factory)
+        with torch.no_grad():
+            for i, part in enumerate((self.q, self.k, self.v)):
+                part.weight.copy_(fused.weight[i * dim : (i + 1) * dim])
+                part.weight.requires_grad_(fused.weight.requires_grad)
+                if fused.bias is not None and part.bias is not None:
+                    part.bias.copy_(fused.bias[i * dim : (i + 1) * dim])
+                    part.bias.requires_grad_(fused.bias.requires_grad)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``[..., d]`` → ``[..., 3d]`` = ``cat(q(x), k(x), v(x))``."""
+        return torch.cat([self.q(x), self.k(x), self.v(x)], dim=-1)
+
+
+def split_qkv(module: nn.Module, suffix: str = "qkv") -> int:
+    """Replace every ``nn.Linear`` named ``*.{suffix}`` inside ``module`` by a :class:`QKVSplit`, in place.
+
+    Args:
+        module: e.g. a ViT backbone.
+        suffix: last component of the fused projections' names.
+
+    Returns:
+        The number of layers replaced.
+    """
+    found = [
+        (name, child)
+        for name, child in module.named_modules()
+        if name.rsplit(".", 1)[-1] == suffix and isinstance(child, nn.Linear)
+    ]
+    for name, child in found:
+        parent_name, _, attr = name.rpartition(".")
+        parent = module.get_submodule(parent_name) if parent_name else module
+        setattr(parent, attr, QKVSplit(child))
+    return len(found)
+
+
+def _check_targets(module: nn.Module, targets: tuple[str, ...], where: str) -> None:
+    """Every target must name at least one Linear (peft matches names equal to it or ending in ``.target``)."""
+    names = {name: child for name, child in module.named_modules() if isinstance(child, nn.Linear)}
+    unmatched = [t for t in targets if not any(n == t or n.endswith(f".{t}") for n in names)]
+    if unmatched:
+        prefix = f"{where}: " if where else ""
+        allowed = sorted({n.rsplit(".", 1)[-1] for n in names})
+        raise ConfigError(
+            f"{prefix}lora option target_modules: {unmatched} match no Linear layer of the backbone; "
+            f"Linear layer names end in: {', '.join(allowed)}"
+        )
+
+
+@register_tuning("lora", LoraSettings)
+def apply_lora(model: Segmentor, settings: LoraSettings, where: str) -> None:
+    """Split qkv, wrap ``model.backbone`` with ``peft.get_peft_model`` and keep neck and decoder trainable."""
+    # Imported here, not at module level: importing peft takes seconds and planning never needs it.
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    prefix = f"{where}: " if where else ""
+    if isinstance(model.backbone, PeftModel):
+        raise ConfigError(f"{prefix}lora: the backbone is already wrapped by peft; build a fresh model")
+    if not split_qkv(model.backbone):
+        raise ConfigError(f"{prefix}lora: the backbone has no fused qkv Linear to split into q, k, v")
+    _check_targets(model.backbone, settings.target_modules, where)
+    config = LoraConfig(
+        r=settings.r,
+        lora_alpha=settings.alpha,
+        lora_dropout=settings.dropout,
+        target_modules=list(settings.target_modules),
+        bias="none",
+    )
+    model.backbone = get_peft_model(model.backbone, config)
+    model.neck.requires_grad_(True)
+    model.decoder.requires_grad_(True)
