@@ -56,9 +56,12 @@ def kill_one_running_cell(root: Path, timeout_s: float = 600.0) -> str | None:
             if not paths.progress.exists() or read_json(paths.progress)["epoch"] < 1:
                 continue
             pid = int(read_attempts(paths)[-1]["pid"])
-            os.kill(pid, signal.SIGKILL)
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:  # it finished between the check and the kill
+                continue
             return f"{entry.spec.slug} (pid {pid}, after epoch {read_json(paths.progress)['epoch']})"
-        time.sleep(0.5)
+        time.sleep(0.1)
     return None
 
 

@@ -24,7 +24,7 @@ cache: {root}/cache
 env: {{threads: 1}}
 defaults:
   model: {{name: prithvi_tiny}}
-  train: {{lr: 1.0e-3, batch_size: 2, max_epochs: 6, patience: 6}}
+  train: {{lr: 1.0e-3, batch_size: 2, max_epochs: 10, patience: 10}}
 axes:
   dataset: [sen1floods11]
   tuning: [{{method: full}}, {{method: lora, options: {{r: 4, alpha: 4}}}}]
