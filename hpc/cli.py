@@ -42,14 +42,12 @@ def synth(
     dataset: str,
     out: Annotated[Path, typer.Option(help="directory to write the native files into")],
     seed: int = 0,
-    size: int = 128,
+    size: Annotated[int, typer.Option(help="chip size in pixels")] = 128,
 ) -> None:
     """Write a small synthetic dataset in the dataset's native file formats."""
-    from geopeft.data.synthetic import write_sen1floods11
+    from geopeft.data.synthetic import get_writer
 
-    if dataset != "sen1floods11":
-        raise GeopeftError(f"no synthetic generator for {dataset!r}; available: sen1floods11")
-    splits = write_sen1floods11(out, size=size, seed=seed)
+    splits = get_writer(dataset, where="geopeft synth")(out, size=size, seed=seed)
     typer.echo(f"wrote synthetic {dataset} to {out} (split files in {splits})")
 
 

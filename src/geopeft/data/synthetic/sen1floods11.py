@@ -1,4 +1,4 @@
-"""Synthetic datasets in the native formats, for ``make demo`` and the tests.
+"""Synthetic Sen1Floods11 in the native layout, for ``make demo`` and the tests.
 
 :func:`write_sen1floods11` writes real GeoTIFFs (13-band int16 S2 DN in a UTM CRS at 10 m, int16 labels with
 -1/0/1), the metadata GeoJSON and trimmed split files, so that every reader and the cache builder run their real
@@ -9,7 +9,6 @@ land a mix of vegetation and soil spectra, plus noise. The same seed gives the s
 from __future__ import annotations
 
 import json
-import zlib
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -18,10 +17,11 @@ import numpy.typing as npt
 import rasterio
 import rasterio.warp
 from affine import Affine
-from rasterio.crs import CRS
 
 from geopeft.data import sen1floods11 as s1f
 from geopeft.data.registry import read_split_ids
+from geopeft.data.synthetic.fields import sample_rng, smooth_field, utm_crs
+from geopeft.data.synthetic.registry import register_synthetic
 from geopeft.errors import ConfigError
 
 DEFAULT_COUNTS: Mapping[str, int] = {"train": 16, "val": 6, "test": 6, "bolivia": 4}
@@ -48,23 +48,11 @@ LOCATIONS: dict[str, tuple[float, float, str]] = {
 }
 
 
-def _smooth_field(rng: np.random.Generator, size: int, blobs: int) -> npt.NDArray[np.float64]:
-    """A smooth random field: a sum of separable Gaussian bumps with random centres, widths and signs."""
-    coords = np.arange(size, dtype=np.float64)
-    centres = rng.uniform(0, size, (2, blobs, 1))
-    sigma = rng.uniform(size / 16, size / 5, (blobs, 1))
-    amplitude = rng.uniform(-1.0, 1.0, (blobs, 1))
-    gy = np.exp(-0.5 * ((coords - centres[0]) / sigma) ** 2) * amplitude
-    gx = np.exp(-0.5 * ((coords - centres[1]) / sigma) ** 2)
-    field: npt.NDArray[np.float64] = gy.T @ gx
-    return field
-
-
 def _chip(rng: np.random.Generator, size: int) -> tuple[npt.NDArray[np.int16], npt.NDArray[np.int16]]:
     """One image (``[13, size, size]`` DN) and its label (``[size, size]``, -1 under a cloud)."""
-    water_field = _smooth_field(rng, size, 8)
+    water_field = smooth_field(rng, size, 8)
     water = water_field > np.quantile(water_field, 1.0 - rng.uniform(0.1, 0.5))
-    vegetation = 1.0 / (1.0 + np.exp(-4.0 * _smooth_field(rng, size, 6)))
+    vegetation = 1.0 / (1.0 + np.exp(-4.0 * smooth_field(rng, size, 6)))
     spectra = [np.asarray(s, dtype=np.float32)[:, None, None] for s in (WATER, VEGETATION, SOIL)]
     land = spectra[1] * vegetation.astype(np.float32) + spectra[2] * (1.0 - vegetation.astype(np.float32))
     reflectance = np.where(water, spectra[0], land) * np.float32(rng.uniform(0.9, 1.1))
@@ -78,17 +66,12 @@ def _chip(rng: np.random.Generator, size: int) -> tuple[npt.NDArray[np.int16], n
     return image, label
 
 
-def _utm(lat: float, lon: float) -> CRS:
-    zone = int((lon + 180.0) // 6.0) % 60 + 1
-    return CRS.from_epsg((32600 if lat >= 0 else 32700) + zone)
-
-
 def _write_sample(raw: Path, sample_id: str, size: int, seed: int) -> None:
-    rng = np.random.default_rng([seed, zlib.crc32(sample_id.encode())])
+    rng = sample_rng(seed, sample_id)
     country = sample_id.rsplit("_", 1)[0]
     lat, lon, _ = LOCATIONS[s1f.LOCATION_ALIASES.get(country, country)]
     lat, lon = lat + rng.uniform(-0.3, 0.3), lon + rng.uniform(-0.3, 0.3)
-    crs = _utm(lat, lon)
+    crs = utm_crs(lat, lon)
     xs, ys = rasterio.warp.transform("EPSG:4326", crs, [lon], [lat])
     half = size * s1f.INFO.gsd / 2
     transform = Affine(s1f.INFO.gsd, 0.0, xs[0] - half, 0.0, -s1f.INFO.gsd, ys[0] + half)
@@ -116,8 +99,9 @@ def _metadata(raw: Path) -> None:
     path.write_text(json.dumps({"type": "FeatureCollection", "features": features}, indent=1) + "\n", encoding="utf-8")
 
 
+@register_synthetic("sen1floods11")
 def write_sen1floods11(
-    root: str | Path, *, counts: Mapping[str, int] = DEFAULT_COUNTS, size: int = 128, seed: int = 0
+    root: str | Path, *, counts: Mapping[str, int] | None = None, size: int = 128, seed: int = 0
 ) -> Path:
     """Write a small synthetic Sen1Floods11 in the native layout under ``root``.
 
@@ -137,7 +121,7 @@ def write_sen1floods11(
         ConfigError: an unknown split, a count below 1 or above the official split's size, or ``size`` < 16.
     """
     root = Path(root)
-    merged = {**DEFAULT_COUNTS, **counts}
+    merged = {**DEFAULT_COUNTS, **(counts or {})}
     if set(merged) != set(s1f.SPLIT_FILES):
         raise ConfigError(
             f"write_sen1floods11: unknown split(s) {sorted(set(merged) - set(s1f.SPLIT_FILES))} in counts"
