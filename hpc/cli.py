@@ -70,6 +70,26 @@ def prepare(
 
 @app.command()
 @_friendly
+def datasets(
+    cache: Annotated[Path | None, typer.Option(help="also show the state of each split's cache here")] = None,
+) -> None:
+    """List the datasets: splits and regions, bands, classes, GSD, and (with --cache) cache state."""
+    from geopeft.cache.build import cache_state
+    from geopeft.data.registry import dataset_names, get_dataset
+
+    for name in dataset_names():
+        info = get_dataset(name)
+        typer.echo(f"{name}: train={info.train_split} val={info.val_split} regions={', '.join(info.regions)}")
+        typer.echo(f"  bands ({len(info.bands)}): {', '.join(info.bands)}; gsd {info.gsd:g} m; scale {info.scale:g}")
+        typer.echo(f"  classes ({len(info.classes)}): {', '.join(info.classes)}")
+        if cache is not None:
+            state = cache_state(cache, name)
+            cells = [f"{split} {'key ' + key[:12] if key else 'missing'}" for split, key in state.items()]
+            typer.echo(f"  cache: {'; '.join(cells)}")
+
+
+@app.command()
+@_friendly
 def sweep(grid: Grid, cluster: Cluster = "local", dry_run: bool = False) -> None:
     """Plan the grid and submit every cell not done, running or pending; returns at once."""
     from hpc.profiles import load_profile
