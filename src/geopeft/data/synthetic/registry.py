@@ -14,7 +14,7 @@ from typing import Protocol, TypeVar
 from geopeft.registry import Registry
 
 #: Modules that register the built-in writers; imported on first lookup.
-BUILTIN_MODULES = ("geopeft.data.synthetic.sen1floods11",)
+BUILTIN_MODULES = ("geopeft.data.synthetic.sen1floods11", "geopeft.data.synthetic.burn_scars")
 
 
 class SyntheticWriter(Protocol):
