@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from geopeft.cache import schema
 from geopeft.data.bands import WAVELENGTHS_UM
-from geopeft.data.registry import DatasetSource, RawSample, get_source, read_split_ids
+from geopeft.data.registry import DatasetSource, NativeSplits, RawSample, get_source, read_split_ids
 from geopeft.errors import CacheError, DataError, unknown_choice
 from geopeft.io import temporary_save_path
 
@@ -87,13 +87,17 @@ def plan_splits(
     if not raw.is_dir():
         raise DataError(f"{info.name}: raw folder {raw} does not exist; pass --raw the folder holding the dataset")
     folder = source.default_splits_dir if splits_dir is None else splits_dir
+    native = source.native_splits(raw) if splits_dir is None and isinstance(source, NativeSplits) else None
     hashes: dict[str, tuple[list[str], str, str]] = {}
     for split in info.splits:
-        split_file = source.split_file(split, folder)
-        ids = read_split_ids(split_file, split)
+        if native is not None:
+            ids, split_bytes = native[0][split], native[1]
+        else:
+            split_file = source.split_file(split, folder)
+            ids, split_bytes = read_split_ids(split_file, split), split_file.read_bytes()
         files = source.source_files(raw, split, ids)
         listing = sorted((p.name, p.stat().st_size) for p in files)
-        hashes[split] = (ids, _sha256(split_file.read_bytes()), _sha256(json.dumps(listing).encode()))
+        hashes[split] = (ids, _sha256(split_bytes), _sha256(json.dumps(listing).encode()))
     _, train_split_sha, train_sources_sha = hashes[info.train_split]
     common = {
         "dataset": info.name,

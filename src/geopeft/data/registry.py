@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -26,7 +26,7 @@ from geopeft.errors import ConfigError, DataError
 from geopeft.registry import Registry
 
 #: Modules that register the built-in datasets; imported lazily by every lookup.
-BUILTIN_MODULES: tuple[str, ...] = ("geopeft.data.sen1floods11", "geopeft.data.burn_scars")
+BUILTIN_MODULES: tuple[str, ...] = ("geopeft.data.sen1floods11", "geopeft.data.burn_scars", "geopeft.data.geobench")
 
 #: Where the official split files ship: ``<SPLITS_ROOT>/<dataset>/<file>.txt``.
 SPLITS_ROOT = Path(__file__).resolve().parent / "splits"
@@ -121,6 +121,18 @@ class DatasetSource(Protocol):
         Raises:
             DataError: the files are malformed (band count, dtype, label values, shapes).
         """
+        ...
+
+
+@runtime_checkable
+class NativeSplits(Protocol):
+    """Optional: a dataset whose download defines its own splits (GEO-Bench's ``default_partition.json``).
+
+    ``prepare`` without ``splits_dir`` then takes the ids from here instead of from shipped split files.
+    """
+
+    def native_splits(self, raw: Path) -> tuple[dict[str, list[str]], bytes]:
+        """Split -> sample ids, and the raw bytes of the file that defines them (hashed into the cache key)."""
         ...
 
 

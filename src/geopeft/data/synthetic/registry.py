@@ -14,7 +14,11 @@ from typing import Protocol, TypeVar
 from geopeft.registry import Registry
 
 #: Modules that register the built-in writers; imported on first lookup.
-BUILTIN_MODULES = ("geopeft.data.synthetic.sen1floods11", "geopeft.data.synthetic.burn_scars")
+BUILTIN_MODULES = (
+    "geopeft.data.synthetic.sen1floods11",
+    "geopeft.data.synthetic.burn_scars",
+    "geopeft.data.synthetic.geobench",
+)
 
 
 class SyntheticWriter(Protocol):
