@@ -110,7 +110,7 @@ def test_metadata_has_the_julian_date_and_the_centre(built):
     meta = ds.metadata(0)
     assert meta.id == "T10SDH.2020248.v1" and meta.date == "2020-09-04T12:00:00"  # day 248 of a leap year
     with rasterio.open(bs.image_path(raw, meta.id)) as src:
-        x, y = src.transform @ (16, 16)
+        x, y = src.xy(src.height // 2, src.width // 2)  # centre of the centre pixel
         lons, lats = rasterio.warp.transform(src.crs, "EPSG:4326", [x], [y])
     assert meta.lat == pytest.approx(lats[0]) and meta.lon == pytest.approx(lons[0])
     assert 37.9 < meta.lat < 39.0 and -124.3 < meta.lon < -122.8  # inside MGRS square 10SDH (California)
@@ -170,12 +170,12 @@ def test_mask_nodata_tag_becomes_ignored(raw):
     assert (SOURCE.read_sample(raw, ID).mask[5] == -1).all()
 
 
-def test_lat_lon_is_the_raster_centre_in_wgs84(raw):
+def test_lat_lon_is_the_centre_pixel_in_wgs84(raw):
     image = np.full((6, 4, 6), 0.1, dtype=np.float32)
     rewrite(bs.image_path(raw, ID), image, crs="EPSG:4326", transform=Affine(0.5, 0, -120.0, 0, -0.5, 40.0))
     rewrite(bs.mask_path(raw, ID), np.zeros((1, 4, 6), dtype=np.uint8), crs="EPSG:4326")
     sample = SOURCE.read_sample(raw, ID)
-    assert (sample.lat, sample.lon) == (39.0, -118.5)
+    assert (sample.lat, sample.lon) == (38.75, -118.25)  # centre of pixel (row 2, col 3)
 
 
 @pytest.mark.parametrize(

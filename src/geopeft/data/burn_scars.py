@@ -23,15 +23,12 @@ import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import rasterio
-import rasterio.warp
-from rasterio.errors import RasterioError
 
 from geopeft.data.bands import HLS_BANDS
+from geopeft.data.geotiff import centre_lat_lon, open_geotiff
 from geopeft.data.registry import SPLITS_ROOT, DatasetInfo, RawSample, register_dataset
 from geopeft.errors import DataError, unknown_choice
 
@@ -128,27 +125,9 @@ def _locate(raw: Path, sample_id: str, names: Sequence[str]) -> tuple[tuple[Path
     )
 
 
-def centre_lat_lon(src: Any) -> tuple[float | None, float | None]:
-    """Latitude and longitude of the centre of an open raster (not of a pixel), in EPSG:4326."""
-    if src.crs is None:
-        return None, None
-    x, y = src.transform @ (src.width / 2, src.height / 2)
-    if src.crs.is_geographic:
-        return float(y), float(x)
-    xs, ys = rasterio.warp.transform(src.crs, "EPSG:4326", [x], [y])
-    return float(ys[0]), float(xs[0])
-
-
-def _open(path: Path) -> Any:
-    try:
-        return rasterio.open(path)
-    except RasterioError as exc:
-        raise DataError(f"{path}: cannot be read as a GeoTIFF ({exc}); {FIX}") from None
-
-
 def _read_image(path: Path) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_], float | None, float | None]:
     """Image with fill set to 0, the ignored pixels, and the centre lat/lon."""
-    with _open(path) as src:
+    with open_geotiff(path, FIX) as src:
         if src.count != len(INFO.bands):
             raise DataError(
                 f"{path}: {src.count} band(s), expected the {len(INFO.bands)} HLS bands {', '.join(INFO.bands)}; {FIX}"
@@ -178,7 +157,7 @@ def _read_image(path: Path) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.boo
 
 def _read_mask(path: Path) -> npt.NDArray[np.int16]:
     """Labels -1 / 0 / 1; pixels equal to the mask's own no-data tag become -1 (a tag of 0 or 1 is not honoured)."""
-    with _open(path) as src:
+    with open_geotiff(path, FIX) as src:
         if src.count != 1:
             raise DataError(f"{path}: {src.count} bands, expected 1 mask band; {FIX}")
         if src.dtypes[0] not in MASK_DTYPES:

@@ -26,7 +26,12 @@ from geopeft.errors import ConfigError, DataError
 from geopeft.registry import Registry
 
 #: Modules that register the built-in datasets; imported lazily by every lookup.
-BUILTIN_MODULES: tuple[str, ...] = ("geopeft.data.sen1floods11", "geopeft.data.burn_scars", "geopeft.data.geobench")
+BUILTIN_MODULES: tuple[str, ...] = (
+    "geopeft.data.sen1floods11",
+    "geopeft.data.burn_scars",
+    "geopeft.data.reben",
+    "geopeft.data.geobench",
+)
 
 #: Where the official split files ship: ``<SPLITS_ROOT>/<dataset>/<file>.txt``.
 SPLITS_ROOT = Path(__file__).resolve().parent / "splits"

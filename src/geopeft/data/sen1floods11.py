@@ -20,11 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import rasterio
-import rasterio.warp
-from rasterio.errors import RasterioError
 
 from geopeft.data.bands import S2_BANDS
+from geopeft.data.geotiff import centre_lat_lon, open_geotiff
 from geopeft.data.registry import SPLITS_ROOT, DatasetInfo, RawSample, register_dataset
 from geopeft.errors import DataError, unknown_choice
 
@@ -99,24 +97,6 @@ def read_dates(path: Path) -> dict[str, str]:
     return {loc: date for loc, date in dates.items() if date is not None}
 
 
-def _centre_lat_lon(src: Any) -> tuple[float | None, float | None]:
-    """Latitude and longitude of the centre pixel of an open raster, in EPSG:4326."""
-    if src.crs is None:
-        return None, None
-    x, y = src.xy(src.height // 2, src.width // 2)
-    if src.crs.is_geographic:
-        return float(y), float(x)
-    xs, ys = rasterio.warp.transform(src.crs, "EPSG:4326", [x], [y])
-    return float(ys[0]), float(xs[0])
-
-
-def _open(path: Path) -> Any:
-    try:
-        return rasterio.open(path)
-    except RasterioError as exc:
-        raise DataError(f"{path}: cannot be read as a GeoTIFF ({exc}); {FIX}") from None
-
-
 @register_dataset("sen1floods11")
 class Sen1Floods11Source:
     """Reads Sen1Floods11 hand-labelled S2 chips from their GeoTIFFs (registered as ``sen1floods11``)."""
@@ -165,7 +145,7 @@ class Sen1Floods11Source:
             DataError: wrong band count or dtype, label values outside {-1, 0, 1}, or image/label shapes differ.
         """
         img_path, lab_path = image_path(raw, sample_id), label_path(raw, sample_id)
-        with _open(img_path) as src:
+        with open_geotiff(img_path, FIX) as src:
             if src.count != len(INFO.bands):
                 raise DataError(
                     f"{img_path}: {src.count} band(s), expected the {len(INFO.bands)} Sentinel-2 bands "
@@ -176,8 +156,8 @@ class Sen1Floods11Source:
                     f"{img_path}: dtype {'/'.join(sorted(set(src.dtypes)))}, expected one of {IMAGE_DTYPES}; {FIX}"
                 )
             image = src.read()
-            lat, lon = _centre_lat_lon(src)
-        with _open(lab_path) as src:
+            lat, lon = centre_lat_lon(src)
+        with open_geotiff(lab_path, FIX) as src:
             if src.count != 1:
                 raise DataError(f"{lab_path}: {src.count} bands, expected 1 label band; {FIX}")
             label = src.read(1)

@@ -12,8 +12,6 @@ files.
 
 from __future__ import annotations
 
-import math
-import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -22,11 +20,10 @@ import numpy.typing as npt
 import rasterio
 import rasterio.warp
 from affine import Affine
-from rasterio.crs import CRS
 
 from geopeft.data import burn_scars as bs
-from geopeft.data.registry import read_split_ids
-from geopeft.data.synthetic.fields import sample_rng, smooth_field
+from geopeft.data.synthetic.fields import first_ids, sample_rng, smooth_field, write_split_files
+from geopeft.data.synthetic.mgrs import SQUARE, mgrs_square
 from geopeft.data.synthetic.registry import register_synthetic
 from geopeft.errors import ConfigError
 
@@ -38,45 +35,6 @@ DRY_GRASS = (0.07, 0.10, 0.13, 0.24, 0.32, 0.24)
 BURN_SCAR = (0.04, 0.05, 0.06, 0.08, 0.19, 0.21)
 FILL = -9999.0
 MAX_VALUE = 0.6
-
-# MGRS letters: latitude bands of 8° from 80°S (X spans 12°), 100 km column letters by UTM zone modulo 3, and the
-# 20 row letters (cycled every 2000 km; even zones start 5 letters later).
-LAT_BANDS = "CDEFGHJKLMNPQRSTUVWX"
-COLUMN_SETS = ("STUVWXYZ", "ABCDEFGH", "JKLMNPQR")
-ROW_LETTERS = "ABCDEFGHJKLMNPQRSTUV"
-SQUARE = 100_000.0
-ROW_CYCLE = 2_000_000.0
-TILE_PATTERN = re.compile(r"^(?P<zone>\d{2})(?P<band>[A-Z])(?P<column>[A-Z])(?P<row>[A-Z])$")
-
-
-def mgrs_square(tile: str) -> tuple[CRS, float, float]:
-    """The UTM CRS and the lower-left corner (easting, northing) of the 100 km square of an MGRS tile.
-
-    Args:
-        tile: an MGRS tile such as ``10SDH`` (zone, latitude band, column and row letters).
-
-    Raises:
-        ConfigError: the text is not a valid MGRS tile.
-    """
-    found = TILE_PATTERN.match(tile)
-    zone = int(found.group("zone")) if found else 0
-    if found is None or not 1 <= zone <= 60 or found.group("band") not in LAT_BANDS:
-        raise ConfigError(f"burn_scars synthetic: {tile!r} is not an MGRS tile (e.g. 10SDH)")
-    columns, band = COLUMN_SETS[zone % 3], LAT_BANDS.index(found.group("band"))
-    if found.group("column") not in columns or found.group("row") not in ROW_LETTERS:
-        raise ConfigError(f"burn_scars synthetic: {tile!r} has no 100 km square {found.group(3, 4)} in zone {zone}")
-    easting = (columns.index(found.group("column")) + 1) * SQUARE
-    row_northing = ((ROW_LETTERS.index(found.group("row")) - (5 if zone % 2 == 0 else 0)) % 20) * SQUARE
-    lat0 = -80.0 + 8.0 * band
-    lat1 = 84.0 if found.group("band") == "X" else lat0 + 8.0
-    crs = CRS.from_epsg((32600 if lat0 >= 0 else 32700) + zone)
-    centre_lon = -183.0 + 6.0 * zone
-    _, (north0, north1) = rasterio.warp.transform("EPSG:4326", crs, [centre_lon, centre_lon], [lat0, lat1])
-    # The one square of this row letter that overlaps the band (a band spans < 2000 km).
-    northing = row_northing + ROW_CYCLE * math.ceil((north0 - SQUARE - row_northing) / ROW_CYCLE)
-    if northing >= north1:
-        raise ConfigError(f"burn_scars synthetic: {tile!r}: row {found.group('row')} lies outside band {lat0:g}°")
-    return crs, easting, northing
 
 
 def _chip(rng: np.random.Generator, size: int) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int16]]:
@@ -153,22 +111,10 @@ def write_burn_scars(
     """
     root = Path(root)
     merged = {**DEFAULT_COUNTS, **(counts or {})}
-    if set(merged) != set(bs.SPLIT_FILES):
-        raise ConfigError(f"write_burn_scars: unknown split(s) {sorted(set(merged) - set(bs.SPLIT_FILES))} in counts")
     if not 16 <= size <= 2048:
         raise ConfigError(f"write_burn_scars: size must lie in 16..2048 pixels, got {size}")
-    chosen: dict[str, list[str]] = {}
-    for split, file_name in bs.SPLIT_FILES.items():
-        official = read_split_ids(bs.BurnScarsSource.default_splits_dir / file_name, split)
-        if not 1 <= merged[split] <= len(official):
-            raise ConfigError(
-                f"write_burn_scars: counts[{split!r}] must lie in 1..{len(official)}, got {merged[split]}"
-            )
-        chosen[file_name] = official[: merged[split]]
-    splits_dir = root / "splits"
-    splits_dir.mkdir(parents=True, exist_ok=True)
-    for file_name, ids in chosen.items():
-        for sample_id in ids:
-            _write_sample(root, sample_id, size, seed)
-        (splits_dir / file_name).write_text("".join(f"{i}\n" for i in ids), encoding="utf-8")
-    return splits_dir
+    chosen = first_ids("write_burn_scars", bs.SPLIT_FILES, bs.BurnScarsSource.default_splits_dir, merged)
+    root.mkdir(parents=True, exist_ok=True)
+    for sample_id in dict.fromkeys(i for ids in chosen.values() for i in ids):
+        _write_sample(root, sample_id, size, seed)
+    return write_split_files(root / "splits", chosen)

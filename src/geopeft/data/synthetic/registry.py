@@ -17,6 +17,7 @@ from geopeft.registry import Registry
 BUILTIN_MODULES = (
     "geopeft.data.synthetic.sen1floods11",
     "geopeft.data.synthetic.burn_scars",
+    "geopeft.data.synthetic.reben",
     "geopeft.data.synthetic.geobench",
 )
 

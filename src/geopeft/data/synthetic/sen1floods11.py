@@ -19,8 +19,7 @@ import rasterio.warp
 from affine import Affine
 
 from geopeft.data import sen1floods11 as s1f
-from geopeft.data.registry import read_split_ids
-from geopeft.data.synthetic.fields import sample_rng, smooth_field, utm_crs
+from geopeft.data.synthetic.fields import first_ids, sample_rng, smooth_field, utm_crs, write_split_files
 from geopeft.data.synthetic.registry import register_synthetic
 from geopeft.errors import ConfigError
 
@@ -122,25 +121,10 @@ def write_sen1floods11(
     """
     root = Path(root)
     merged = {**DEFAULT_COUNTS, **(counts or {})}
-    if set(merged) != set(s1f.SPLIT_FILES):
-        raise ConfigError(
-            f"write_sen1floods11: unknown split(s) {sorted(set(merged) - set(s1f.SPLIT_FILES))} in counts"
-        )
     if size < 16:
         raise ConfigError(f"write_sen1floods11: size must be at least 16 pixels, got {size}")
-    chosen: dict[str, list[str]] = {}
-    for split, file_name in s1f.SPLIT_FILES.items():
-        official = read_split_ids(s1f.Sen1Floods11Source.default_splits_dir / file_name, split)
-        if not 1 <= merged[split] <= len(official):
-            raise ConfigError(
-                f"write_sen1floods11: counts[{split!r}] must lie in 1..{len(official)}, got {merged[split]}"
-            )
-        chosen[file_name] = official[: merged[split]]
-    splits_dir = root / "splits"
-    splits_dir.mkdir(parents=True, exist_ok=True)
-    for file_name, ids in chosen.items():
-        for sample_id in ids:
-            _write_sample(root, sample_id, size, seed)
-        (splits_dir / file_name).write_text("".join(f"{i}\n" for i in ids), encoding="utf-8")
+    chosen = first_ids("write_sen1floods11", s1f.SPLIT_FILES, s1f.Sen1Floods11Source.default_splits_dir, merged)
+    for sample_id in dict.fromkeys(i for ids in chosen.values() for i in ids):
+        _write_sample(root, sample_id, size, seed)
     _metadata(root)
-    return splits_dir
+    return write_split_files(root / "splits", chosen)
