@@ -97,7 +97,7 @@ def test_every_split_loads_normalised_through_a_dataloader(built):
         ds = open_split(cache, "reben_7k", split, bands=BANDS, train=split == "train")
         ids = read_split_ids(SOURCE.split_file(split, splits), split)
         assert (len(ds), ds.num_classes, ds.bands) == (len(ids), 19, BANDS) == (COUNTS[split], 19, BANDS)
-        assert ds.header.dtype == "uint16" and ds.header.shape == (12, 128, 128)
+        assert ds.header.dtype == "uint16" and ds.header.shape == (12, 120, 120)
         batches = list(DataLoader(ds, batch_size=3, num_workers=2))
         images = torch.cat([b["image"] for b in batches])
         masks = torch.cat([b["mask"] for b in batches])
@@ -105,13 +105,14 @@ def test_every_split_loads_normalised_through_a_dataloader(built):
         assert masks.shape == (len(ids), 128, 128) and masks.dtype == torch.int64
         assert torch.isfinite(images).all() and set(masks.unique().tolist()) <= set(range(-1, 19))
         assert (masks >= 0).float().mean() > 0.5
-        if split != "train":  # no D4 flip: the padding stays at the right and bottom
-            assert (masks[:, 120:] == -1).all() and (masks[:, :, 120:] == -1).all()
+        # padded after the D4 flips: the padding is at the right and bottom in every split, train included
+        assert (masks[:, 120:] == -1).all() and (masks[:, :, 120:] == -1).all()
+        assert (images[:, :, 120:] == images[:, :, 111:119].flip(2)).all()  # reflection, the edge row not repeated
         assert [ds.metadata(i).id for i in range(len(ds))] == ids
     train = torch.cat(
         [b["image"] for b in DataLoader(open_split(cache, "reben_7k", "train", bands=BANDS, train=False))]
     )
-    per_band = train.transpose(0, 1).reshape(3, -1)
+    per_band = train[:, :, :120, :120].transpose(0, 1).reshape(3, -1)  # statistics of the stored, unpadded pixels
     assert per_band.mean(dim=1).abs().max() < 1e-3 and (per_band.std(dim=1) - 1).abs().max() < 1e-2
 
 
@@ -159,10 +160,8 @@ def test_prepare_with_the_official_splits_names_the_missing_files(built):
 
 def test_read_sample(raw):
     sample = SOURCE.read_sample(raw, ID)
-    assert sample.image.shape == (12, 128, 128) and sample.image.dtype == np.uint16
-    assert sample.mask.shape == (128, 128) and sample.mask.dtype == np.int16
-    assert (sample.mask[120:] == -1).all() and (sample.mask[:, 120:] == -1).all()
-    np.testing.assert_array_equal(sample.image[:, 120:128], sample.image[:, 118:110:-1])  # reflect, edge not repeated
+    assert sample.image.shape == (12, 120, 120) and sample.image.dtype == np.uint16
+    assert sample.mask.shape == (120, 120) and sample.mask.dtype == np.int16
     assert sample.date == "2017-06-13T10:10:31"
     assert 62 < sample.lat < 65 and 19 < sample.lon < 24  # tile 34VER, on the Gulf of Bothnia
 

@@ -54,3 +54,18 @@ def test_normalise_rejects_wrong_stats():
         normalise(np.zeros((3, 2, 2)), [0, 0], [1, 1])
     with pytest.raises(ConfigError, match="non-zero"):
         normalise(np.zeros((1, 2, 2)), [0], [0])
+
+
+def test_pad_right_bottom_matches_torch_reflect_and_ignores_the_mask():
+    import torch
+
+    from geopeft.data.transforms import pad_right_bottom
+
+    image = np.arange(2 * 5 * 5, dtype=np.float32).reshape(2, 5, 5)
+    mask = np.zeros((5, 5), dtype=np.int16)
+    padded, padded_mask = pad_right_bottom(image, mask, 8)
+    expected = torch.nn.functional.pad(torch.from_numpy(image)[None], (0, 3, 0, 3), mode="reflect")[0].numpy()
+    np.testing.assert_array_equal(padded, expected)
+    assert (padded_mask[5:] == -1).all() and (padded_mask[:, 5:] == -1).all() and (padded_mask[:5, :5] == 0).all()
+    same, same_mask = pad_right_bottom(image, mask, 5)
+    assert same is image and same_mask is mask

@@ -21,7 +21,7 @@ from geopeft.cache import schema
 from geopeft.cache.build import cache_path
 from geopeft.data.bands import select_indices
 from geopeft.data.registry import get_dataset
-from geopeft.data.transforms import D4_SIZE, d4, normalise
+from geopeft.data.transforms import D4_SIZE, d4, normalise, pad_right_bottom
 from geopeft.errors import CacheError, ConfigError, unknown_choice
 
 
@@ -56,7 +56,7 @@ class CacheDataset(Dataset[dict[str, Any]]):
         train: apply D4 augmentation.
     """
 
-    def __init__(self, header: schema.CacheHeader, bands: Sequence[str], train: bool) -> None:
+    def __init__(self, header: schema.CacheHeader, bands: Sequence[str], train: bool, pad_to: int = 0) -> None:
         if not bands:
             raise ConfigError(
                 f"{header.path}: bands must name at least one band; available: {', '.join(header.bands)}"
@@ -67,6 +67,7 @@ class CacheDataset(Dataset[dict[str, Any]]):
         self.bands: tuple[str, ...] = tuple(bands)
         self.num_classes: int = len(header.classes)
         self.train = train
+        self.pad_to = pad_to
         self._index = select_indices(header.bands, self.bands, str(header.path))
         self._all_bands = self._index == list(range(len(header.bands)))
         self._mean = np.asarray(header.mean, dtype=np.float32)[self._index]
@@ -106,6 +107,8 @@ class CacheDataset(Dataset[dict[str, Any]]):
         image = normalise(raw if self._all_bands else raw[self._index], self._mean, self._std, scale=self.header.scale)
         if self.train:
             image, mask = d4(image, mask, int(torch.randint(D4_SIZE, ()).item()))
+        if self.pad_to:
+            image, mask = pad_right_bottom(image, mask, self.pad_to)
         return {
             "image": torch.from_numpy(image),
             "mask": torch.from_numpy(mask.astype(np.int64)),
@@ -152,4 +155,4 @@ def open_split(
     if split not in info.splits:
         raise unknown_choice(f"{dataset} split", split, info.splits, "open_split")
     header = schema.read_header(cache_path(cache_root, dataset, split), dataset, split, cache_root)
-    return CacheDataset(header, bands, train)
+    return CacheDataset(header, bands, train, pad_to=info.pad_to)

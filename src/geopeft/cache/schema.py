@@ -29,7 +29,7 @@ import numpy as np
 from geopeft.errors import CacheError
 
 #: Bumped whenever the layout or the meaning of a stored value changes; readers refuse other versions.
-BUILDER_VERSION = 1
+BUILDER_VERSION = 2  # 2: reBEN is stored at its native 120 px and padded by the reader
 
 IMAGES = "images"
 MASKS = "masks"

@@ -15,9 +15,9 @@ What :meth:`ReBEN7kSource.read_sample` returns, and so what the cache stores:
   ``xarray.interp_like(method="nearest")`` (``join_reben_s2_bands.py``) exactly: the nearest coarse pixel centre of a
   fine pixel is always the one that covers it. Grids that are not aligned are an error;
 * the reference map mapped to the 19 BEN classes (:mod:`geopeft.data.clc`; codes without a class become -1);
-* image and mask **padded from 120 to 128 pixels** on the right and bottom: the image by reflection (numpy
-  ``reflect``, the same as torch ``F.pad(..., (0, 8, 0, 8), "reflect")``), the mask with -1. The study pads on the
-  GPU after normalising; normalisation is per band and affine, so padding first gives the same values;
+* stored at the native 120 pixels; ``INFO.pad_to`` makes the cache reader pad image and mask to 128 on the right
+  and bottom *after* augmentation (image by reflection, the same as torch ``F.pad(..., (0, 8, 0, 8), "reflect")``,
+  mask with -1), as the study pads on the GPU after its D4 flips; the train statistics see no padded pixels;
 * the acquisition date and time from the id, and the centre of the centre pixel (row 60, column 60) of the B02
   raster in EPSG:4326, which is where the study's ``_get_lat_lon`` looks (half a pixel from the geometric centre).
 
@@ -66,6 +66,7 @@ INFO = DatasetInfo(
     gsd=10.0,
     scale=1.0,
     regions=("test", "ood", "austria", "ireland"),
+    pad_to=128,  # after augmentation, as the study pads on the GPU (see DatasetInfo.pad_to)
 )
 
 #: Split name -> file name, as in the authors' ``datasets_splits/reBEN/reBEN_7k/``.
@@ -77,9 +78,8 @@ SPLIT_FILES: dict[str, str] = {
     "austria": "Austria.txt",
     "ireland": "Ireland.txt",
 }
-#: Height and width of a patch at 10 m, and the padded size stored in the cache.
+#: Height and width of a patch at 10 m; the reader pads it to ``INFO.pad_to``.
 PATCH_SIZE = 120
-PADDED_SIZE = 128
 S2_DIR = "BigEarthNet-S2"
 MAPS_DIR = "Reference_Maps"
 IMAGE_DTYPES = ("uint16",)
@@ -221,16 +221,6 @@ def _read_mask(path: Path) -> npt.NDArray[np.int16]:
     return mask
 
 
-def pad_sample(
-    image: npt.NDArray[np.uint16], mask: npt.NDArray[np.int16]
-) -> tuple[npt.NDArray[np.uint16], npt.NDArray[np.int16]]:
-    """Pad a ``[C, 120, 120]`` image by reflection and its mask with -1 to 128 pixels, on the right and bottom."""
-    pad = PADDED_SIZE - PATCH_SIZE
-    padded_image = np.pad(image, ((0, 0), (0, pad), (0, pad)), mode="reflect")
-    padded_mask = np.pad(mask, ((0, pad), (0, pad)), mode="constant", constant_values=-1)
-    return padded_image, padded_mask
-
-
 @register_dataset("reben_7k")
 class ReBEN7kSource:
     """Reads reBEN 7k patches from the BigEarthNet v2.0 folders (registered as ``reben_7k``)."""
@@ -271,7 +261,7 @@ class ReBEN7kSource:
         return files
 
     def read_sample(self, raw: Path, sample_id: str) -> RawSample:
-        """Read one patch: 12 bands on the 10 m grid and the BEN-19 mask, both padded to 128, date, lat/lon.
+        """Read one patch: 12 bands on the 10 m grid and the BEN-19 mask, at 120 px, date, lat/lon.
 
         Raises:
             DataError: a file is missing or unreadable, a band has the wrong count, dtype, size, resolution or grid,
@@ -288,5 +278,5 @@ class ReBEN7kSource:
                 ignored |= fill
         mask = _read_mask(reference_map_path(raw, sample_id))
         mask[ignored] = -1
-        image, mask = pad_sample(np.stack(bands), mask)
+        image = np.stack(bands)
         return RawSample(image=image, mask=mask, date=date, lat=lat, lon=lon)

@@ -51,6 +51,8 @@ class DatasetInfo:
         val_split: name of the validation split (early stopping, checkpoint selection).
         regions: evaluation splits: the in-distribution test split first, then out-of-distribution ones.
         ignore_index: mask value of pixels that no loss or metric counts.
+        pad_to: pad samples on the right and bottom to this size after augmentation (image by reflection, mask
+            with ``ignore_index``), as reBEN's 120 -> 128; 0 leaves samples as stored.
     """
 
     name: str = field(metadata={"help": "registry name"})
@@ -62,6 +64,7 @@ class DatasetInfo:
     val_split: str = field(default="val", metadata={"help": "validation split"})
     regions: tuple[str, ...] = field(default=("test",), metadata={"help": "evaluation splits"})
     ignore_index: int = field(default=-1, metadata={"help": "ignored mask value"})
+    pad_to: int = field(default=0, metadata={"help": "pad right/bottom to this size after augmentation; 0 = none"})
 
     def __post_init__(self) -> None:
         for name in ("bands", "classes", "regions"):

@@ -80,3 +80,19 @@ def d4(image: npt.NDArray[ImageT], mask: npt.NDArray[MaskT], k: int) -> tuple[np
     if k >= 4:
         img, msk = img[:, :, ::-1], msk[:, ::-1]
     return np.ascontiguousarray(img), np.ascontiguousarray(msk)
+
+
+def pad_right_bottom(
+    image: npt.NDArray[ImageT], mask: npt.NDArray[MaskT], size: int, ignore_index: int = -1
+) -> tuple[npt.NDArray[ImageT], npt.NDArray[MaskT]]:
+    """Pad ``[C, H, W]`` / ``[H, W]`` to ``size`` on the right and bottom.
+
+    The image by reflection (``F.pad(x, (0, p, 0, p), "reflect")``, as the study pads reBEN's 120 to 128), the mask
+    with ``ignore_index``. A side already at least ``size`` is left as it is.
+    """
+    dh, dw = max(size - mask.shape[0], 0), max(size - mask.shape[1], 0)
+    if not (dh or dw):
+        return image, mask
+    padded_image = np.pad(image, ((0, 0), (0, dh), (0, dw)), mode="reflect")
+    padded_mask = np.pad(mask, ((0, dh), (0, dw)), mode="constant", constant_values=ignore_index)
+    return padded_image, padded_mask

@@ -196,7 +196,7 @@ def write_reben_7k(
     if size != rb.PATCH_SIZE:
         raise ConfigError(
             f"write_reben_7k: size must be {rb.PATCH_SIZE}, got {size}; BigEarthNet patches are {rb.PATCH_SIZE}x"
-            f"{rb.PATCH_SIZE} pixels at 10 m, and the reader checks that size and pads it to {rb.PADDED_SIZE}"
+            f"{rb.PATCH_SIZE} pixels at 10 m, and the reader checks that size and pads it to {rb.INFO.pad_to}"
         )
     chosen = first_ids("write_reben_7k", rb.SPLIT_FILES, rb.ReBEN7kSource.default_splits_dir, merged)
     for patch_id in dict.fromkeys(i for ids in chosen.values() for i in ids):
