@@ -23,7 +23,7 @@ def tiny6():
 
 def test_registries_list_names():
     assert {"prithvi_tiny", "prithvi_eo_v1_100", "prithvi_eo_v2_300"} <= set(backbone_names())
-    assert decoder_names() == ["linear"]
+    assert decoder_names() == ["fcn", "linear", "unet", "upernet"]
 
 
 @pytest.mark.parametrize("bands", [(), S2_BANDS], ids=["hls6", "s2_13"])
@@ -91,7 +91,11 @@ def test_tiny_image_cannot_be_reflect_padded(tiny6):
             DecoderSpec("linear"),
             r"unknown backbone 'prithvi_huge'; allowed: .*prithvi_tiny",
         ),
-        (ModelSpec("prithvi_tiny"), DecoderSpec("upernet9"), r"unknown decoder 'upernet9'; allowed: linear"),
+        (
+            ModelSpec("prithvi_tiny"),
+            DecoderSpec("upernet9"),
+            r"unknown decoder 'upernet9'; allowed: fcn, linear, unet, upernet",
+        ),
         (
             ModelSpec("prithvi_tiny"),
             DecoderSpec("linear", {"channels": 3}),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from geopeft.models import decoders, prithvi
+from geopeft.models import clay, decoders, prithvi
 from geopeft.models.build import build_segmentor, resolve_bands, validate
 from geopeft.models.registry import backbone_names, create_backbone, decoder_names, get_backbone, get_decoder
 from geopeft.models.segmentor import Segmentor
@@ -11,6 +11,7 @@ __all__ = [
     "Segmentor",
     "backbone_names",
     "build_segmentor",
+    "clay",
     "create_backbone",
     "decoder_names",
     "decoders",

@@ -42,45 +42,6 @@ def pad_to_multiple(image: Tensor, multiple: int) -> Tensor:
     return F.pad(image, (0, pad_w, 0, pad_h), mode="reflect")
 
 
-class SelectTokensToImage(nn.Module):
-    """Neck for ViT features: select block outputs, drop CLS, reshape tokens to feature maps.
-
-    TerraTorch's ``SelectIndices`` + ``ReshapeTokensToImage``: ``[B, (1 +) T·h·w, D]`` becomes
-    ``[B, T·D, h, w]`` (frames stacked on channels). The grid comes from the padded image size, so
-    non-square inputs work.
-
-    Args:
-        indices: which features to keep (negative indices count from the end).
-        remove_cls_token: drop the first token.
-    """
-
-    def __init__(self, indices: Sequence[int] = (-1,), remove_cls_token: bool = True) -> None:
-        super().__init__()
-        self.indices = tuple(indices)
-        self.remove_cls_token = remove_cls_token
-
-    def forward(self, features: list[Tensor], grid: tuple[int, int]) -> list[Tensor]:
-        """Select and reshape.
-
-        Args:
-            features: backbone outputs ``[B, N, D]``.
-            grid: token grid ``(h, w)`` of the (padded) input.
-        """
-        h, w = grid
-        out = []
-        for index in self.indices:
-            tokens = features[index]
-            if self.remove_cls_token:
-                tokens = tokens[:, 1:]
-            batch, count, dim = tokens.shape
-            if count % (h * w):
-                raise ConfigError(f"{count} tokens do not fill a {h}×{w} grid; check the backbone's patch size")
-            frames = count // (h * w)
-            maps = tokens.reshape(batch, frames, h, w, dim).permute(0, 1, 4, 2, 3)
-            out.append(maps.reshape(batch, frames * dim, h, w))
-        return out
-
-
 class Segmentor(nn.Module):
     """Backbone + neck + decoder for semantic segmentation.
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from torch import Tensor, nn
 
 from geopeft.errors import ConfigError
+from geopeft.models.necks import SelectTokensToImage
 from geopeft.models.registry import BackboneInfo, DecoderSettings, register_decoder
-from geopeft.models.segmentor import SelectTokensToImage
 
 
 @dataclass(frozen=True)
