@@ -1,14 +1,15 @@
 """Read speed of the HDF5 cache against the GeoTIFFs it was built from, for 512x512x13 Sen1Floods11 chips.
 
-Writes ~32 synthetic chips into a temporary folder, builds the cache (lzf, and uncompressed for comparison), then
-reads every train sample single-threaded, best of a few passes (files are in the OS page cache: this measures
-decoding and conversion, not the disk):
+Writes ~32 synthetic chips into a temporary folder, builds the cache once per codec (lzf, blosc-lz4, none; gzip is
+left out as slower than lzf), then reads every train sample single-threaded, best of a few passes (files are in the
+OS page cache: this measures decoding and conversion, not the disk):
 
-- cache:    ``CacheDataset[i]`` (decode, scale, standardise, tensors), no augmentation;
+- cache:    ``CacheDataset[i]`` (decode, scale, standardise, tensors), no augmentation, per codec;
 - rasterio: both GeoTIFFs with rasterio, then the same scaling, standardisation and tensors;
-- h5py raw: ``images[i]`` and ``masks[i]`` straight from h5py (decode only): the limit of any cache reader.
+- h5py raw: ``images[i]`` and ``masks[i]`` straight from h5py (decode only), per codec: the limit of any cache reader.
 
-Prints samples/s and the ratios cache/rasterio and cache/raw. Nothing is asserted.
+Prints file sizes, samples/s and the ratios cache/rasterio, cache/raw (same codec) and each codec against ``none``.
+Nothing is asserted.
 """
 
 from __future__ import annotations
@@ -43,6 +44,9 @@ def rate(read: Callable[[int], object], n: int, passes: int) -> float:
     return n / best
 
 
+CODECS = ("lzf", "blosc-lz4", "none")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--chips", type=int, default=32, help="train chips to write and read")
@@ -57,12 +61,12 @@ def main() -> None:
         splits = write_sen1floods11(root / "raw", counts=counts, size=args.size)
         written = time.perf_counter() - start
         build_s = {}
-        for codec in ("lzf", "none"):
+        for codec in CODECS:
             start = time.perf_counter()
             prepare("sen1floods11", root / "raw", root / codec, splits_dir=splits, progress=False, codec=codec)
             build_s[codec] = time.perf_counter() - start
-        ds = open_split(root / "lzf", "sen1floods11", "train", bands=S2_BANDS, train=False)
-        ds_plain = open_split(root / "none", "sen1floods11", "train", bands=S2_BANDS, train=False)
+        datasets = {c: open_split(root / c, "sen1floods11", "train", bands=S2_BANDS, train=False) for c in CODECS}
+        ds = datasets["none"]
         ids = [ds.metadata(i).id for i in range(len(ds))]
         mean, std, scale = ds.header.mean, ds.header.std, ds.header.scale
 
@@ -76,31 +80,25 @@ def main() -> None:
                 "mask": torch.from_numpy(mask.astype(np.int64)),
             }
 
-        h5 = schema.open_h5(cache_path(root / "lzf", "sen1floods11", "train"))
-        images, masks = h5[schema.IMAGES], h5[schema.MASKS]
         n = len(ds)
-        rates = {
-            "cache (CacheDataset, lzf)": rate(ds.__getitem__, n, args.passes),
-            "cache (CacheDataset, none)": rate(ds_plain.__getitem__, n, args.passes),
-            "rasterio (GeoTIFF + same conversion)": rate(geotiff, n, args.passes),
-            "h5py raw images[i] + masks[i] (lzf)": rate(lambda i: (images[i], masks[i]), n, args.passes),
-        }
-        h5.close()
-        sizes = {c: cache_path(root / c, "sen1floods11", "train").stat().st_size / 2**20 for c in ("lzf", "none")}
+        cache, raw = {}, {}
+        for codec in CODECS:
+            cache[codec] = rate(datasets[codec].__getitem__, n, args.passes)
+            with schema.open_h5(cache_path(root / codec, "sen1floods11", "train")) as h5:
+                images, masks = h5[schema.IMAGES], h5[schema.MASKS]
+                raw[codec] = rate(lambda i, im=images, mk=masks: (im[i], mk[i]), n, args.passes)
+        tif = rate(geotiff, n, args.passes)
+        sizes = {c: cache_path(root / c, "sen1floods11", "train").stat().st_size / 2**20 for c in CODECS}
         tif_mb = sum(s1f.image_path(root / "raw", i).stat().st_size for i in ids) / 2**20
     print(f"{n} train chips of {args.size}x{args.size}x13 int16; wrote GeoTIFFs in {written:.1f} s")
-    for codec in ("lzf", "none"):
-        print(f"prepare ({codec}): {build_s[codec]:.1f} s, train file {sizes[codec]:.0f} MiB")
     print(f"GeoTIFF images: {tif_mb:.0f} MiB (uncompressed)")
-    for name, value in rates.items():
-        print(f"{name:40s} {value:8.1f} samples/s")
-    cache, tif, raw = (
-        rates["cache (CacheDataset, lzf)"],
-        rates["rasterio (GeoTIFF + same conversion)"],
-        rates["h5py raw images[i] + masks[i] (lzf)"],
-    )
-    print(f"ratio cache/rasterio: {cache / tif:.2f}")
-    print(f"ratio cache/raw:      {cache / raw:.2f}")
+    print(f"rasterio (GeoTIFF + same conversion): {tif:8.1f} samples/s")
+    print("codec      prepare_s  train_MiB  size/none  cache/s  raw_h5py/s  cache/rasterio  cache/raw  cache/none")
+    for c in CODECS:
+        print(
+            f"{c:10s} {build_s[c]:9.1f} {sizes[c]:10.0f} {sizes[c] / sizes['none']:10.2f} {cache[c]:8.1f} "
+            f"{raw[c]:11.1f} {cache[c] / tif:15.2f} {cache[c] / raw[c]:10.2f} {cache[c] / cache['none']:11.2f}"
+        )
 
 
 if __name__ == "__main__":

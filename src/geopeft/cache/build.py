@@ -263,10 +263,12 @@ def prepare(
 
     Raises:
         ConfigError: unknown dataset or codec.
+        CacheError: ``codec`` needs ``hdf5plugin`` and it is not installed.
         DataError: missing or malformed raw or split files (checked for every split before anything is built).
     """
     if codec not in schema.CODECS:
         raise unknown_choice("codec", codec, schema.CODECS, "prepare")
+    schema.load_plugins(codec)
     source = get_source(dataset, "prepare")
     plans = plan_splits(source, Path(raw), None if splits_dir is None else Path(splits_dir), codec)
     stats: tuple[list[float], list[float]] | None = None

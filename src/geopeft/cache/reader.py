@@ -21,7 +21,7 @@ from geopeft.cache import schema
 from geopeft.cache.build import cache_path
 from geopeft.data.bands import select_indices
 from geopeft.data.registry import get_dataset
-from geopeft.data.transforms import D4_SIZE, d4, normalise, pad_right_bottom
+from geopeft.data.transforms import D4_SIZE, d4, pad_right_bottom
 from geopeft.errors import CacheError, ConfigError, unknown_choice
 
 
@@ -69,10 +69,10 @@ class CacheDataset(Dataset[dict[str, Any]]):
         self.train = train
         self.pad_to = pad_to
         self._index = select_indices(header.bands, self.bands, str(header.path))
-        self._all_bands = self._index == list(range(len(header.bands)))
         self._mean = np.asarray(header.mean, dtype=np.float32)[self._index]
         self._std = np.asarray(header.std, dtype=np.float32)[self._index]
         self._file: h5py.File | None = None
+        self._arrays: tuple[h5py.Dataset, h5py.Dataset] | None = None  # images, masks of ``_file``
         self._pid = -1
 
     def __len__(self) -> int:
@@ -80,31 +80,58 @@ class CacheDataset(Dataset[dict[str, Any]]):
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_file"], state["_pid"] = None, -1
+        state["_file"], state["_arrays"], state["_pid"] = None, None, -1
         return state
 
     def _h5(self) -> h5py.File:
         """The open file of this process (reopened after a fork)."""
         if self._file is None or self._pid != os.getpid():
             self._file = schema.open_h5(self.path)
+            self._arrays = (self._file[schema.IMAGES], self._file[schema.MASKS])
             self._pid = os.getpid()
         return self._file
 
     def _read(self, i: int) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+        """Stored image ``[C, H, W]`` and mask ``[H, W]`` of sample ``i``, each read into a new array."""
         if not -len(self) <= i < len(self):
             raise IndexError(f"{self.path}: index {i} out of range for {len(self)} samples")
+        i %= len(self)
         try:
-            f = self._h5()
-            return f[schema.IMAGES][i], f[schema.MASKS][i]
+            self._h5()
+            assert self._arrays is not None
+            images, masks = self._arrays
+            raw = np.empty(images.shape[1:], dtype=images.dtype)
+            mask = np.empty(masks.shape[1:], dtype=masks.dtype)
+            images.read_direct(raw, np.s_[i])
+            masks.read_direct(mask, np.s_[i])
         except OSError as exc:
             hint = schema.rebuild_hint(str(self.header.attrs["dataset"]), self.path.parent.parent)
             raise CacheError(
                 f"{self.path}: sample {i} cannot be read ({exc}); delete the file and rebuild it with {hint}"
             ) from None
+        return raw, mask
+
+    def _normalise(self, raw: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        """:func:`geopeft.data.transforms.normalise` of the selected bands, bit for bit, in one new float32 array.
+
+        Each selected band is cast straight into its slot of the output and finished there while it is still in the
+        CPU cache, so the band selection makes no copy of its own (``raw[index]`` did) and there is no float32
+        temporary besides the output.
+        """
+        out = np.empty((len(self._index), *raw.shape[1:]), dtype=np.float32)
+        scale = np.float32(self.header.scale)
+        for j, b in enumerate(self._index):
+            band = out[j]
+            np.copyto(band, raw[b], casting="unsafe")
+            if scale != 1.0:
+                band *= scale
+            band -= self._mean[j]
+            band /= self._std[j]
+        return out
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         raw, mask = self._read(i)
-        image = normalise(raw if self._all_bands else raw[self._index], self._mean, self._std, scale=self.header.scale)
+        image = self._normalise(raw)
         if self.train:
             image, mask = d4(image, mask, int(torch.randint(D4_SIZE, ()).item()))
         if self.pad_to:
@@ -131,7 +158,7 @@ class CacheDataset(Dataset[dict[str, Any]]):
         """Close this process's file handle (it is reopened on the next access)."""
         if self._file is not None and self._pid == os.getpid():
             self._file.close()
-        self._file = None
+        self._file, self._arrays = None, None
 
 
 def open_split(
