@@ -12,11 +12,13 @@ The helpers at the end choose and check which block outputs a decoder reads.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar
 
 from torch import Tensor, nn
 
 from geopeft.errors import ConfigError
-from geopeft.models.registry import BackboneInfo
+from geopeft.models.registry import BackboneInfo, DecoderSettings
 
 #: How many maps the pyramid neck takes and returns (strides ×4, ×2, ×1 and ÷2 of the token grid).
 PYRAMID_LEVELS = 4
@@ -178,3 +180,33 @@ def parse_pyramid_indices(value: object, decoder: str) -> tuple[int, ...] | None
             f"(e.g. [2, 5, 8, 11]) or null for evenly spaced blocks ending at the last, got {value!r}"
         )
     return tuple(value)
+
+
+@dataclass(frozen=True)
+class PyramidSettings(DecoderSettings):
+    """Base of the settings of decoders fed by :class:`TokensToPyramid` (UperNet, UNet).
+
+    Args:
+        select_indices: the four block outputs feeding the pyramid; ``None`` (default) picks four evenly
+            spaced blocks ending at the last.
+    """
+
+    #: The decoder's registry name, for messages.
+    decoder: ClassVar[str] = "pyramid"
+
+    select_indices: tuple[int, ...] | None = field(
+        default=None, metadata={"help": "4 block outputs for the pyramid (null = evenly spaced, ending at last)"}
+    )
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "select_indices", parse_pyramid_indices(self.select_indices, self.decoder))
+
+    def indices(self, backbone: BackboneInfo) -> tuple[int, ...]:
+        """The block outputs used on ``backbone``: ``select_indices`` or the depth-derived default."""
+        return self.select_indices if self.select_indices is not None else default_pyramid_indices(backbone.depth)
+
+    def check(self, backbone: BackboneInfo, where: str = "") -> None:
+        """Refuse ``select_indices`` outside the backbone's blocks."""
+        check_block_indices(
+            self.indices(backbone), backbone, decoder=self.decoder, option="select_indices", where=where
+        )

@@ -18,6 +18,7 @@ the token grid is even; on an odd grid (e.g. 112×128 pixels = 7×8 tokens, whos
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -25,17 +26,15 @@ from torch import Tensor, nn
 
 from geopeft.errors import ConfigError
 from geopeft.models.necks import (
+    PyramidSettings,
     TokensToPyramid,
-    check_block_indices,
-    default_pyramid_indices,
     is_int,
-    parse_pyramid_indices,
 )
-from geopeft.models.registry import BackboneInfo, DecoderSettings, register_decoder
+from geopeft.models.registry import BackboneInfo, register_decoder
 
 
 @dataclass(frozen=True)
-class UNetSettings(DecoderSettings):
+class UNetSettings(PyramidSettings):
     """Options of the UNet decoder.
 
     Args:
@@ -47,9 +46,8 @@ class UNetSettings(DecoderSettings):
     channels: tuple[int, ...] = field(
         default=(512, 256, 128, 64), metadata={"help": "decoder block widths, coarsest first"}
     )
-    select_indices: tuple[int, ...] | None = field(
-        default=None, metadata={"help": "4 block outputs for the pyramid (null = evenly spaced, ending at last)"}
-    )
+
+    decoder: ClassVar[str] = "unet"
 
     def __post_init__(self) -> None:
         chans = self.channels
@@ -58,15 +56,7 @@ class UNetSettings(DecoderSettings):
                 f"decoder unet option channels must be a non-empty list of positive integers, got {chans!r}"
             )
         object.__setattr__(self, "channels", tuple(chans))
-        object.__setattr__(self, "select_indices", parse_pyramid_indices(self.select_indices, "unet"))
-
-    def indices(self, backbone: BackboneInfo) -> tuple[int, ...]:
-        """The block outputs used on ``backbone``: ``select_indices`` or the depth-derived default."""
-        return self.select_indices if self.select_indices is not None else default_pyramid_indices(backbone.depth)
-
-    def check(self, backbone: BackboneInfo, where: str = "") -> None:
-        """Refuse ``select_indices`` outside the backbone's blocks."""
-        check_block_indices(self.indices(backbone), backbone, decoder="unet", option="select_indices", where=where)
+        super().__post_init__()
 
 
 def conv_bn_relu(in_channels: int, out_channels: int) -> nn.Sequential:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -24,17 +25,15 @@ from torch import Tensor, nn
 
 from geopeft.errors import ConfigError
 from geopeft.models.necks import (
+    PyramidSettings,
     TokensToPyramid,
-    check_block_indices,
-    default_pyramid_indices,
     is_int,
-    parse_pyramid_indices,
 )
-from geopeft.models.registry import BackboneInfo, DecoderSettings, register_decoder
+from geopeft.models.registry import BackboneInfo, register_decoder
 
 
 @dataclass(frozen=True)
-class UperNetSettings(DecoderSettings):
+class UperNetSettings(PyramidSettings):
     """Options of the UperNet decoder.
 
     Args:
@@ -46,9 +45,8 @@ class UperNetSettings(DecoderSettings):
 
     channels: int = field(default=256, metadata={"help": "width of every ConvModule"})
     pool_scales: tuple[int, ...] = field(default=(1, 2, 3, 6), metadata={"help": "PPM adaptive pool sizes"})
-    select_indices: tuple[int, ...] | None = field(
-        default=None, metadata={"help": "4 block outputs for the pyramid (null = evenly spaced, ending at last)"}
-    )
+
+    decoder: ClassVar[str] = "upernet"
 
     def __post_init__(self) -> None:
         if not is_int(self.channels) or self.channels < 1:
@@ -59,15 +57,7 @@ class UperNetSettings(DecoderSettings):
                 f"decoder upernet option pool_scales must be a non-empty list of positive integers, got {scales!r}"
             )
         object.__setattr__(self, "pool_scales", tuple(scales))
-        object.__setattr__(self, "select_indices", parse_pyramid_indices(self.select_indices, "upernet"))
-
-    def indices(self, backbone: BackboneInfo) -> tuple[int, ...]:
-        """The block outputs used on ``backbone``: ``select_indices`` or the depth-derived default."""
-        return self.select_indices if self.select_indices is not None else default_pyramid_indices(backbone.depth)
-
-    def check(self, backbone: BackboneInfo, where: str = "") -> None:
-        """Refuse ``select_indices`` outside the backbone's blocks."""
-        check_block_indices(self.indices(backbone), backbone, decoder="upernet", option="select_indices", where=where)
+        super().__post_init__()
 
 
 class ConvModule(nn.Sequential):
