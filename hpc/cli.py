@@ -10,11 +10,14 @@ import functools
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
 
 import typer
 
 from geopeft.errors import GeopeftError
+
+if TYPE_CHECKING:
+    from hpc.sweep import SubmitReport
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 P = ParamSpec("P")
@@ -168,7 +171,7 @@ def run_cell(grid: Grid, index: int) -> None:
     CellTask(str(sweep_root(grid)))(index)
 
 
-def _print_report(report: Any, grid: Path) -> None:
+def _print_report(report: SubmitReport, grid: Path) -> None:
     skipped = ", ".join(f"{n} {s.value}" for s, n in sorted(report.skipped.items())) or "none"
     verb = "would submit" if report.dry_run else "submitted"
     typer.echo(
