@@ -93,6 +93,15 @@ def datasets(
 
 @app.command()
 @_friendly
+def models() -> None:
+    """List every backbone with its total parameter count (built on the meta device: no memory spent)."""
+    from geopeft.models.catalog import format_backbone_table
+
+    typer.echo(format_backbone_table())
+
+
+@app.command()
+@_friendly
 def sweep(grid: Grid, cluster: Cluster = "local", dry_run: bool = False) -> None:
     """Plan the grid and submit every cell not done, running or pending; returns at once."""
     from hpc.profiles import load_profile

@@ -42,3 +42,10 @@ def test_status_of_an_unplanned_sweep(tmp_path):
 def test_synth_unknown_dataset(tmp_path):
     result = runner.invoke(app, ["synth", "nope", "--out", str(tmp_path)])
     assert result.exit_code == 2 and "unknown synthetic dataset 'nope'" in result.output
+
+
+def test_models_lists_backbones_with_parameter_counts():
+    result = runner.invoke(app, ["models"])
+    assert result.exit_code == 0, result.output
+    assert "prithvi_eo_v1_100" in result.output and "86,237,184" in result.output
+    assert "decur_resnet50" in result.output and "clay_v1_base" in result.output

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from geopeft.models import clay, decoders, prithvi
+from geopeft.models import baselines, clay, decoders, prithvi, resnet
 from geopeft.models.build import build_segmentor, resolve_bands, validate
 from geopeft.models.registry import backbone_names, create_backbone, decoder_names, get_backbone, get_decoder
 from geopeft.models.segmentor import Segmentor
@@ -10,6 +10,7 @@ from geopeft.models.segmentor import Segmentor
 __all__ = [
     "Segmentor",
     "backbone_names",
+    "baselines",
     "build_segmentor",
     "clay",
     "create_backbone",
@@ -18,6 +19,7 @@ __all__ = [
     "get_backbone",
     "get_decoder",
     "prithvi",
+    "resnet",
     "resolve_bands",
     "validate",
 ]

@@ -6,11 +6,17 @@ where ``grid`` is the token grid of the padded image. The ViT necks are:
 * :class:`SelectTokensToImage` — ``SelectIndices`` + ``ReshapeTokensToImage`` (linear and FCN decoders);
 * :class:`TokensToPyramid` — the same followed by :class:`LearnedInterpolateToPyramidal` (UperNet, UNet).
 
+A CNN backbone (``BackboneInfo.kind == "cnn"``, e.g. DeCUR's ResNet-50) already returns feature maps at
+increasing strides, so its only neck is :class:`SelectMaps` (TerraTorch uses no neck for DeCUR: the pyramid
+decoders read the stage outputs directly and linear/FCN read the last one with ``in_index -1``).
+:func:`single_map_neck` and :func:`pyramid_neck` pick the right neck for either kind.
+
 The helpers at the end choose and check which block outputs a decoder reads.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -123,6 +129,54 @@ class TokensToPyramid(nn.Module):
         return out
 
 
+class SelectMaps(nn.Module):
+    """Neck for CNN features: keep the feature maps at ``indices`` unchanged (``SelectIndices``).
+
+    Args:
+        indices: which maps to keep, in order (negative indices count from the end).
+    """
+
+    def __init__(self, indices: Sequence[int]) -> None:
+        super().__init__()
+        self.indices = tuple(indices)
+
+    def forward(self, features: list[Tensor], grid: tuple[int, int]) -> list[Tensor]:
+        """Select maps; ``grid`` (the token grid) is not needed for maps and is ignored."""
+        return [features[i] for i in self.indices]
+
+
+def single_map_neck(backbone: BackboneInfo, index: int) -> tuple[nn.Module, int, int]:
+    """The neck feeding one map to a linear/FCN decoder, with that map's channels and stride.
+
+    Args:
+        backbone: the backbone the decoder sits on.
+        index: the feature to decode (already checked to be in range).
+
+    Returns:
+        ``(neck, channels, stride)``: a ViT gets :class:`SelectTokensToImage` at the patch stride, a CNN
+        :class:`SelectMaps` at the map's own stride.
+    """
+    neck: nn.Module = SelectMaps((index,)) if backbone.kind == "cnn" else SelectTokensToImage(indices=(index,))
+    return neck, backbone.out_channels[index], backbone.strides[index]
+
+
+def pyramid_neck(backbone: BackboneInfo, indices: Sequence[int]) -> tuple[nn.Module, tuple[int, ...]]:
+    """The neck feeding a pyramid (finest first) to UperNet/UNet, with the channels of its levels.
+
+    Args:
+        backbone: the backbone the decoder sits on.
+        indices: the features to use (already checked).
+
+    Returns:
+        ``(neck, channels)``: :class:`TokensToPyramid` for a ViT, :class:`SelectMaps` for a CNN (its
+        stage outputs are already a pyramid; no reshape and no learned interpolation).
+    """
+    if backbone.kind == "cnn":
+        return SelectMaps(indices), tuple(backbone.out_channels[i] for i in indices)
+    neck = TokensToPyramid(indices, backbone.embed_dim)
+    return neck, neck.out_channels
+
+
 def default_pyramid_indices(depth: int) -> tuple[int, ...]:
     """Four evenly spaced blocks ending at the last: ``[2,5,8,11]`` for depth 12, ``[5,11,17,23]`` for 24.
 
@@ -155,9 +209,10 @@ def check_block_indices(
     bad = [i for i in indices if not -backbone.depth <= i < backbone.depth]
     if bad:
         prefix = f"{where}: " if where else ""
+        what = "feature maps" if backbone.kind == "cnn" else "blocks"
         raise ConfigError(
             f"{prefix}decoder {decoder} option {option} {list(indices)}: {bad} out of range for {backbone.name}, "
-            f"which has {backbone.depth} blocks; change decoder option {option} to indices in "
+            f"which has {backbone.depth} {what}; change decoder option {option} to indices in "
             f"{-backbone.depth} .. {backbone.depth - 1}"
         )
 
@@ -202,11 +257,27 @@ class PyramidSettings(DecoderSettings):
         object.__setattr__(self, "select_indices", parse_pyramid_indices(self.select_indices, self.decoder))
 
     def indices(self, backbone: BackboneInfo) -> tuple[int, ...]:
-        """The block outputs used on ``backbone``: ``select_indices`` or the depth-derived default."""
-        return self.select_indices if self.select_indices is not None else default_pyramid_indices(backbone.depth)
+        """The features used on ``backbone``: ``select_indices`` or the default.
+
+        The default is four evenly spaced blocks for a ViT and every map for a CNN (DeCUR: its four stages).
+        """
+        if self.select_indices is not None:
+            return self.select_indices
+        if backbone.kind == "cnn":
+            return tuple(range(backbone.depth))
+        return default_pyramid_indices(backbone.depth)
 
     def check(self, backbone: BackboneInfo, where: str = "") -> None:
-        """Refuse ``select_indices`` outside the backbone's blocks."""
-        check_block_indices(
-            self.indices(backbone), backbone, decoder=self.decoder, option="select_indices", where=where
-        )
+        """Refuse ``select_indices`` outside the backbone's features, or CNN maps not ordered fine to coarse."""
+        indices = self.indices(backbone)
+        check_block_indices(indices, backbone, decoder=self.decoder, option="select_indices", where=where)
+        if backbone.kind != "cnn":
+            return
+        strides = [backbone.strides[i] for i in indices]
+        if any(a >= b for a, b in itertools.pairwise(strides)):
+            prefix = f"{where}: " if where else ""
+            raise ConfigError(
+                f"{prefix}decoder {self.decoder} option select_indices {list(indices)} picks maps of {backbone.name} "
+                f"at strides {strides}; a pyramid needs strictly increasing strides, so change decoder option "
+                f"select_indices to increasing map indices (or null for all {backbone.depth} maps)"
+            )

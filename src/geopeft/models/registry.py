@@ -28,17 +28,30 @@ class BackboneBuilder(Protocol):
         ...
 
 
+#: Backbone kinds: ``vit`` returns token sequences ``[B, 1 + N, D]``, ``cnn`` returns feature maps ``[B, C, h, w]``.
+BACKBONE_KINDS = ("vit", "cnn")
+
+
 @dataclass(frozen=True)
 class BackboneInfo:
     """What the rest of geopeft knows about a backbone without building it.
 
+    A ViT (``kind="vit"``) returns ``depth`` token sequences of width ``embed_dim``, all at the stride
+    ``patch_size``. A CNN (``kind="cnn"``) returns ``len(out_channels)`` feature maps, finest first, map
+    ``i`` having ``out_channels[i]`` channels at stride ``strides[i]``; its ``patch_size`` is only the
+    multiple inputs are padded to (32 for a ResNet), its ``depth`` is the number of maps and its
+    ``embed_dim`` the channels of the last one.
+
     Args:
         name: registry name.
         default_bands: the bands it was pre-trained on, used when a spec gives none.
-        patch_size: the token stride in pixels; inputs are padded to a multiple of it.
-        embed_dim: width of every block output.
-        depth: number of blocks (so of feature maps returned by ``forward``).
+        patch_size: the token stride (ViT) or pad multiple (CNN) in pixels; inputs are padded to a multiple of it.
+        embed_dim: width of every block output (ViT) or of the last map (CNN).
+        depth: number of features returned by ``forward``.
         builder: the function that builds it.
+        kind: ``"vit"`` or ``"cnn"``.
+        out_channels: channels of each feature (derived for a ViT: ``depth × embed_dim``).
+        strides: stride of each feature in pixels (derived for a ViT: ``depth × patch_size``).
     """
 
     name: str
@@ -47,6 +60,24 @@ class BackboneInfo:
     embed_dim: int
     depth: int
     builder: BackboneBuilder
+    kind: str = "vit"
+    out_channels: tuple[int, ...] = ()
+    strides: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.kind not in BACKBONE_KINDS:
+            raise ConfigError(f"backbone {self.name}: kind must be one of {BACKBONE_KINDS}, got {self.kind!r}")
+        if self.depth < 1 or self.embed_dim < 1:
+            raise ConfigError(f"backbone {self.name}: depth and embed_dim must be positive (a vit gives both)")
+        if not self.out_channels:
+            object.__setattr__(self, "out_channels", (self.embed_dim,) * self.depth)
+        if not self.strides:
+            object.__setattr__(self, "strides", (self.patch_size,) * self.depth)
+        if not len(self.out_channels) == len(self.strides) == self.depth:
+            raise ConfigError(
+                f"backbone {self.name}: out_channels {self.out_channels} and strides {self.strides} must both "
+                f"have depth = {self.depth} entries"
+            )
 
 
 class DecoderBuilder(Protocol):
@@ -90,20 +121,42 @@ _DECODERS: Registry[DecoderInfo] = Registry("decoder")
 
 
 def register_backbone(
-    name: str, *, default_bands: Sequence[str], patch_size: int, embed_dim: int, depth: int
+    name: str,
+    *,
+    default_bands: Sequence[str],
+    patch_size: int,
+    embed_dim: int = 0,
+    depth: int = 0,
+    kind: str = "vit",
+    out_channels: Sequence[int] = (),
+    strides: Sequence[int] = (),
 ) -> Callable[[BackboneBuilder], BackboneBuilder]:
     """Decorator registering a backbone builder under ``name``; a duplicate name raises ``ValueError``.
+
+    A ViT gives ``embed_dim`` and ``depth``; a CNN gives ``kind="cnn"``, ``out_channels`` and ``strides``
+    (``depth`` and ``embed_dim`` then default to their length and last entry).
 
     Args:
         name: registry name.
         default_bands: the pre-training bands.
-        patch_size: token stride in pixels.
-        embed_dim: block output width.
-        depth: number of blocks.
+        patch_size: token stride (ViT) or pad multiple (CNN) in pixels.
+        embed_dim: block output width (ViT).
+        depth: number of blocks (ViT).
+        kind: ``"vit"`` or ``"cnn"``.
+        out_channels: channels of each returned feature map (CNN).
+        strides: stride in pixels of each returned feature map (CNN).
     """
+    channels, stride_list = tuple(out_channels), tuple(strides)
+    if kind == "cnn":
+        if not channels or len(channels) != len(stride_list):
+            raise ConfigError(f"backbone {name}: a cnn needs out_channels and strides of the same non-zero length")
+        depth = depth or len(channels)
+        embed_dim = embed_dim or channels[-1]
 
     def deco(builder: BackboneBuilder) -> BackboneBuilder:
-        info = BackboneInfo(name, tuple(default_bands), patch_size, embed_dim, depth, builder)
+        info = BackboneInfo(
+            name, tuple(default_bands), patch_size, embed_dim, depth, builder, kind, channels, stride_list
+        )
         _BACKBONES.add(name, info)
         return builder
 

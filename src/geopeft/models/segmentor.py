@@ -3,10 +3,11 @@
 Contracts between the parts:
 
 * ``backbone(image, **metadata)`` returns a list of feature tensors (for a ViT: the block outputs,
-  ``[B, 1 + tokens, D]``). A backbone that uses per-sample metadata lists the keys in a
-  ``metadata_keys`` attribute; other metadata entries are not passed to it.
+  ``[B, 1 + tokens, D]``; for a CNN: feature maps ``[B, C_i, H/s_i, W/s_i]``, finest first, as described
+  by the backbone's ``BackboneInfo.out_channels`` and ``strides``). A backbone that uses per-sample
+  metadata lists the keys in a ``metadata_keys`` attribute; other metadata entries are not passed to it.
 * ``neck(features, grid=(h, w))`` turns them into the decoder's inputs; ``grid`` is the token grid of the
-  padded image.
+  padded image (padded size // ``patch_size``; CNN necks ignore it).
 * ``decoder(features)`` returns logits ``[B, num_classes, H', W']``.
 """
 
@@ -49,7 +50,8 @@ class Segmentor(nn.Module):
         backbone: returns a list of features (see the module docstring).
         neck: maps the features and the token grid to the decoder's inputs.
         decoder: maps them to logits (includes the class head).
-        patch_size: the backbone's token stride; inputs are reflect-padded to a multiple of it.
+        patch_size: the backbone's token stride (a CNN's pad multiple, 32 for a ResNet); inputs are
+            reflect-padded to a multiple of it.
         metadata_keys: metadata entries passed to the backbone as keyword arguments.
     """
 

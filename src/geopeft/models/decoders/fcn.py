@@ -6,6 +6,8 @@ behind ``SelectIndices [-1]`` + ``ReshapeTokensToImage``. Each block is ``ConvTr
 stride 16 to stride 1. TerraTorch's ``SegmentationHead`` (dropout 0, no extra convs) is the ``head`` 1×1
 convolution here. For a patch other than 16 the output size differs from the input and the segmentor
 rescales it bilinearly, as TerraTorch's ``rescale`` does (Clay, patch 8: 2× the input, scaled down).
+On a CNN backbone the decoder reads the map ``in_index`` (default the last: DeCUR's layer4 at stride 32,
+so 4 blocks give stride 2 and the segmentor upsamples ×2).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from dataclasses import dataclass, field
 from torch import Tensor, nn
 
 from geopeft.errors import ConfigError
-from geopeft.models.necks import SelectTokensToImage, check_block_indices, is_int
+from geopeft.models.necks import check_block_indices, is_int, single_map_neck
 from geopeft.models.registry import BackboneInfo, DecoderSettings, register_decoder
 
 
@@ -92,6 +94,6 @@ class FCNDecoder(nn.Module):
 
 @register_decoder("fcn", FCNSettings)
 def build_fcn(backbone: BackboneInfo, settings: FCNSettings, num_classes: int) -> tuple[nn.Module, nn.Module]:
-    """The neck (select ``in_index``, drop CLS, reshape) and the FCN decoder with its head."""
-    neck = SelectTokensToImage(indices=(settings.in_index,))
-    return neck, FCNDecoder(backbone.embed_dim, num_classes, settings.channels, settings.num_convs)
+    """The neck (select ``in_index``; for a ViT also drop CLS and reshape) and the FCN decoder with its head."""
+    neck, channels, _ = single_map_neck(backbone, settings.in_index)
+    return neck, FCNDecoder(channels, num_classes, settings.channels, settings.num_convs)

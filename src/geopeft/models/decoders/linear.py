@@ -5,6 +5,9 @@ TerraTorch's ``LinearDecoder`` with ``upsampling_size`` = the patch size (16 for
 output of the last block, CLS dropped, tokens reshaped to ``[B, D, h, w]``, then
 ``ConvTranspose2d(D, num_classes, kernel = stride = patch)`` maps every token to its ``p×p`` pixel block,
 so the logits have exactly the padded input size. The layer is named ``conv`` as in TerraTorch.
+
+On a CNN backbone (DeCUR) the decoder reads the feature map ``in_index`` (default the last, layer4 at
+stride 32) and upsamples by that map's stride (the paper's ``upsampling_size: 32``).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from dataclasses import dataclass, field
 from torch import Tensor, nn
 
 from geopeft.errors import ConfigError
-from geopeft.models.necks import SelectTokensToImage
+from geopeft.models.necks import single_map_neck
 from geopeft.models.registry import BackboneInfo, DecoderSettings, register_decoder
 
 
@@ -34,12 +37,13 @@ class LinearSettings(DecoderSettings):
             raise ConfigError(f"decoder linear option in_index must be an integer, got {self.in_index!r}")
 
     def check(self, backbone: BackboneInfo, where: str = "") -> None:
-        """Refuse an ``in_index`` outside the backbone's blocks."""
+        """Refuse an ``in_index`` outside the backbone's features (blocks of a ViT, maps of a CNN)."""
         if not -backbone.depth <= self.in_index < backbone.depth:
             prefix = f"{where}: " if where else ""
+            what = "feature maps" if backbone.kind == "cnn" else "blocks"
             raise ConfigError(
                 f"{prefix}decoder linear option in_index {self.in_index} is out of range for {backbone.name}, "
-                f"which has {backbone.depth} blocks; allowed: {-backbone.depth} .. {backbone.depth - 1}"
+                f"which has {backbone.depth} {what}; allowed: {-backbone.depth} .. {backbone.depth - 1}"
             )
 
 
@@ -49,7 +53,7 @@ class LinearDecoder(nn.Module):
     Args:
         in_channels: channels of the input map.
         num_classes: output classes.
-        upsampling: kernel size and stride (the backbone's patch size).
+        upsampling: kernel size and stride (the stride of the decoded feature: the patch size for a ViT).
     """
 
     def __init__(self, in_channels: int, num_classes: int, upsampling: int) -> None:
@@ -64,6 +68,6 @@ class LinearDecoder(nn.Module):
 
 @register_decoder("linear", LinearSettings)
 def build_linear(backbone: BackboneInfo, settings: LinearSettings, num_classes: int) -> tuple[nn.Module, nn.Module]:
-    """The neck (select ``in_index``, drop CLS, reshape) and the transposed-convolution decoder."""
-    neck = SelectTokensToImage(indices=(settings.in_index,))
-    return neck, LinearDecoder(backbone.embed_dim, num_classes, backbone.patch_size)
+    """The neck (select ``in_index``; for a ViT also drop CLS and reshape) and the transposed-convolution decoder."""
+    neck, channels, stride = single_map_neck(backbone, settings.in_index)
+    return neck, LinearDecoder(channels, num_classes, stride)

@@ -10,6 +10,10 @@ upsample → concatenate the skip → 2 × ``Conv2dReLU`` (Conv 3×3 without bia
 With the paper's ``channels [512, 256, 128, 64]`` the output is at stride 2 with 64 channels; a 1×1
 ``head`` (TerraTorch's ``SegmentationHead``) gives logits that the segmentor rescales bilinearly ×2.
 
+On a CNN backbone there is no neck work: the decoder reads the backbone's maps (default all of them:
+DeCUR's stages 1–4 at strides 4–32, or the five maps of the ``unet_resnet50`` baseline, act1 at stride 2
+included, whose SMP layout needs ``channels [256, 128, 64, 32, 16]``).
+
 One deviation: the nearest upsample goes to the skip's size rather than exactly ×2. The two agree whenever
 the token grid is even; on an odd grid (e.g. 112×128 pixels = 7×8 tokens, whose stride-32 map is floored to
 3×4) SMP would fail on the concatenation, while this version still runs.
@@ -27,8 +31,8 @@ from torch import Tensor, nn
 from geopeft.errors import ConfigError
 from geopeft.models.necks import (
     PyramidSettings,
-    TokensToPyramid,
     is_int,
+    pyramid_neck,
 )
 from geopeft.models.registry import BackboneInfo, register_decoder
 
@@ -120,6 +124,6 @@ class UNetDecoder(nn.Module):
 
 @register_decoder("unet", UNetSettings)
 def build_unet(backbone: BackboneInfo, settings: UNetSettings, num_classes: int) -> tuple[nn.Module, nn.Module]:
-    """The pyramid neck on ``select_indices`` and the UNet decoder with its head."""
-    neck = TokensToPyramid(settings.indices(backbone), backbone.embed_dim)
-    return neck, UNetDecoder(neck.out_channels, num_classes, settings.channels)
+    """The pyramid neck on ``select_indices`` (a CNN's maps as they are) and the UNet decoder with its head."""
+    neck, channels = pyramid_neck(backbone, settings.indices(backbone))
+    return neck, UNetDecoder(channels, num_classes, settings.channels)

@@ -3,6 +3,7 @@
 Neck: four block outputs (``select_indices``; default four evenly spaced blocks ending at the last, i.e.
 ``[2,5,8,11]`` for 12 blocks and ``[5,11,17,23]`` for 24, as in the paper's configs) → tokens to maps →
 :class:`~geopeft.models.necks.LearnedInterpolateToPyramidal` (strides 4/8/16/32 for patch 16).
+On a CNN backbone (DeCUR) the neck only selects maps: the stage outputs (default all) are the pyramid.
 
 Decoder, as TerraTorch ``decoders/upernet_decoder.py`` with ``align_corners=True``: a pyramid pooling
 module (PPM) on the deepest level (adaptive average pool to each scale → 1×1 ConvModule → bilinear back,
@@ -26,8 +27,8 @@ from torch import Tensor, nn
 from geopeft.errors import ConfigError
 from geopeft.models.necks import (
     PyramidSettings,
-    TokensToPyramid,
     is_int,
+    pyramid_neck,
 )
 from geopeft.models.registry import BackboneInfo, register_decoder
 
@@ -143,7 +144,7 @@ class UperNetDecoder(nn.Module):
 
 @register_decoder("upernet", UperNetSettings)
 def build_upernet(backbone: BackboneInfo, settings: UperNetSettings, num_classes: int) -> tuple[nn.Module, nn.Module]:
-    """The pyramid neck on ``select_indices`` and the UperNet decoder with its head."""
-    neck = TokensToPyramid(settings.indices(backbone), backbone.embed_dim)
-    decoder = UperNetDecoder(neck.out_channels, num_classes, settings.channels, settings.pool_scales)
+    """The pyramid neck on ``select_indices`` (a CNN's maps as they are) and the UperNet decoder with its head."""
+    neck, channels = pyramid_neck(backbone, settings.indices(backbone))
+    decoder = UperNetDecoder(channels, num_classes, settings.channels, settings.pool_scales)
     return neck, decoder
