@@ -34,6 +34,7 @@ from geopeft.data.bands import WAVELENGTHS_UM
 from geopeft.errors import ConfigError, WeightsError
 from geopeft.models.clay_embed import DynamicEmbedding, posemb_sincos_2d_with_gsd
 from geopeft.models.registry import register_backbone
+from geopeft.models.weights import read_weights_file
 
 __all__ = [
     "CKPT_PREFIX",
@@ -323,17 +324,7 @@ def load_clay_weights(model: ClayEncoder, path: str | Path) -> ClayEncoder:
             unexpected keys are listed with the file).
     """
     path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"Clay weights file {path} does not exist; fetch it first (make weights)")
-    try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise WeightsError(
-            f"cannot read Clay weights {path} with weights_only=True ({exc}); "
-            "re-save its 'state_dict' alone with torch.save"
-        ) from exc
-    if not isinstance(raw, Mapping):
-        raise WeightsError(f"Clay weights {path} hold a {type(raw).__name__}, not a state dict")
+    raw = read_weights_file(path, "Clay")
     try:
         filtered = checkpoint_filter_fn(raw, model)
     except WeightsError as exc:

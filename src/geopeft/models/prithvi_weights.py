@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from geopeft.data.bands import HLS_BANDS
 from geopeft.errors import WeightsError
 from geopeft.models.prithvi import PrithviViT
+from geopeft.models.weights import read_weights_file
 
 __all__ = [
     "EXPECTED_MISSING",
@@ -126,21 +127,6 @@ def select_patch_embed_weights(ckpt_weight: Tensor, ckpt_bands: Sequence[str], m
     return weight
 
 
-def _read_state_dict(path: Path) -> Mapping[str, object]:
-    """The flat state dict stored in ``path``, read with ``weights_only=True``."""
-    if not path.is_file():
-        raise WeightsError(f"Prithvi weights file {path} does not exist; fetch it first (make weights)")
-    try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise WeightsError(
-            f"cannot read Prithvi weights {path} with weights_only=True ({exc}); re-save its tensors with torch.save"
-        ) from exc
-    if not isinstance(raw, Mapping):
-        raise WeightsError(f"Prithvi weights {path} hold a {type(raw).__name__}, not a state dict")
-    return raw
-
-
 def load_prithvi_weights(
     model: PrithviViT, path: str | Path, *, pretrained_bands: Sequence[str] = HLS_BANDS
 ) -> PrithviViT:
@@ -161,7 +147,7 @@ def load_prithvi_weights(
     """
     path = Path(path)
     try:
-        filtered = checkpoint_filter_fn(_read_state_dict(path), model)
+        filtered = checkpoint_filter_fn(read_weights_file(path, "Prithvi"), model)
     except WeightsError as exc:
         raise WeightsError(f"{path}: {exc}") from None
     model_bands = model.bands

@@ -29,14 +29,15 @@ from __future__ import annotations
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
-import torch
 from timm.models.resnet import Bottleneck, ResNet
 from torch import Tensor, nn
 
 from geopeft.data.bands import S2_BANDS
 from geopeft.errors import ConfigError, WeightsError
 from geopeft.models.registry import register_backbone
+from geopeft.models.weights import read_weights_file
 
 __all__ = [
     "DECUR_BANDS",
@@ -159,14 +160,7 @@ def select_conv1(
 
 
 def _read_state_dict(path: Path) -> dict[str, Tensor]:
-    if not path.is_file():
-        raise WeightsError(f"DeCUR weights file {path} does not exist; fetch it first (make weights)")
-    try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise WeightsError(
-            f"cannot read DeCUR weights {path} with weights_only=True ({exc}); re-save the state dict with torch.save"
-        ) from exc
+    raw: Mapping[str, Any] = read_weights_file(path, "DeCUR")
     if isinstance(raw, Mapping) and "state_dict" in raw and isinstance(raw["state_dict"], Mapping):
         raw = raw["state_dict"]
     if not isinstance(raw, Mapping) or not all(isinstance(v, Tensor) for v in raw.values()):
