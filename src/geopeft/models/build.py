@@ -18,7 +18,8 @@ from geopeft.models.registry import (
 from geopeft.models.segmentor import Segmentor
 from geopeft.spec import DecoderSpec, ModelSpec
 
-#: Weights names a spec may give. Checkpoint loading is not implemented yet, so only random init exists.
+#: Weights names a spec may give. The loaders exist (prithvi_weights, clay, resnet) but are not yet wired to
+#: a spec: until a pinned weights catalogue exists, a cell can only be built from random init.
 WEIGHTS = ("none",)
 
 
