@@ -34,7 +34,7 @@ import numpy as np
 import numpy.typing as npt
 
 from geopeft.data.bands import S2_BANDS
-from geopeft.data.registry import SPLITS_ROOT, DatasetInfo, RawSample, register_dataset
+from geopeft.data.registry import SPLITS_ROOT, DatasetInfo, RawSample, register_dataset, require_files
 from geopeft.errors import DataError, unknown_choice
 
 #: Band names in the sorted key order of a GEO-Bench sample: S2 without cirrus, then the cloud probability.
@@ -250,20 +250,12 @@ class GeoBenchSource:
                 split); or the split file lists ids that the partition does not put in this split.
         """
         partition = self.read_partition(raw)
-        files: list[Path] = []
-        missing: list[str] = []
-        for sample_id in ids:
-            path = self.sample_path(raw, sample_id)
-            if path.is_file():
-                files.append(path)
-            else:
-                missing.append(f"{path} (id {sample_id})")
-        if missing:
-            shown = "; ".join(missing[:3]) + (f"; and {len(missing) - 3} more" if len(missing) > 3 else "")
-            raise DataError(
-                f"{self.info.name} split {split}: {len(missing)} file(s) named by the split file are missing: "
-                f"{shown}. Pass --raw the folder that holds {self.folder}/, or {self.fix}"
-            )
+        files = require_files(
+            self.info.name,
+            split,
+            ((i, self.sample_path(raw, i)) for i in ids),
+            f"Pass --raw the folder that holds {self.folder}/, or {self.fix}",
+        )
         allowed = set(partition.get(split, ()))
         outside = [i for i in ids if i not in allowed]
         if outside:

@@ -38,7 +38,7 @@ import numpy.typing as npt
 
 from geopeft.data.clc import BEN19_CLASSES, clc_to_ben19
 from geopeft.data.geotiff import centre_lat_lon, open_geotiff
-from geopeft.data.registry import SPLITS_ROOT, DatasetInfo, RawSample, register_dataset
+from geopeft.data.registry import SPLITS_ROOT, DatasetInfo, RawSample, register_dataset, require_files
 from geopeft.errors import DataError, unknown_choice
 
 #: (file suffix, band name, resolution in metres) of the 12 L2A bands in the order they are stored.
@@ -243,22 +243,14 @@ class ReBEN7kSource:
         """
         if not raw.is_dir():
             raise DataError(f"reben_7k: raw folder {raw} does not exist; pass --raw the folder that holds {S2_DIR}/")
-        files: list[Path] = []
-        missing: list[str] = []
         for patch_id in ids:
             parse_date(patch_id, f"reben_7k split {split}")
-            for path in sample_files(raw, patch_id):
-                if path.is_file():
-                    files.append(path)
-                else:
-                    missing.append(f"{path} (id {patch_id})")
-        if missing:
-            shown = "; ".join(missing[:3]) + (f"; and {len(missing) - 3} more" if len(missing) > 3 else "")
-            raise DataError(
-                f"reben_7k split {split}: {len(missing)} file(s) named by the split file are missing: {shown}. "
-                f"Pass --raw the folder that holds {S2_DIR}/ and {MAPS_DIR}/, or {FIX}"
-            )
-        return files
+        return require_files(
+            "reben_7k",
+            split,
+            ((i, p) for i in ids for p in sample_files(raw, i)),
+            f"Pass --raw the folder that holds {S2_DIR}/ and {MAPS_DIR}/, or {FIX}",
+        )
 
     def read_sample(self, raw: Path, sample_id: str) -> RawSample:
         """Read one patch: 12 bands on the 10 m grid and the BEN-19 mask, at 120 px, date, lat/lon.

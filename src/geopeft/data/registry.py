@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 import math
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, TypeVar, runtime_checkable
@@ -235,3 +235,30 @@ def read_split_ids(path: Path, split: str) -> list[str]:
             f"split {split}: {path} lists sample id(s) {', '.join(repeated)} more than once; remove the repeats"
         )
     return ids
+
+
+def require_files(dataset: str, split: str, expected: Iterable[tuple[str, Path]], fix: str) -> list[Path]:
+    """The expected ``(sample id, file)`` pairs' files, or one error naming the first missing ones.
+
+    Args:
+        dataset: dataset name, for the message.
+        split: the split whose file named the ids.
+        expected: every (id, file) the split needs, in order.
+        fix: what to do, appended to the message (e.g. which folder ``--raw`` must name).
+
+    Raises:
+        DataError: some files are missing; the first three are named with their ids, then a count.
+    """
+    files: list[Path] = []
+    missing: list[str] = []
+    for sample_id, path in expected:
+        if path.is_file():
+            files.append(path)
+        else:
+            missing.append(f"{path} (id {sample_id})")
+    if missing:
+        shown = "; ".join(missing[:3]) + (f"; and {len(missing) - 3} more" if len(missing) > 3 else "")
+        raise DataError(
+            f"{dataset} split {split}: {len(missing)} file(s) named by the split file are missing: {shown}. {fix}"
+        )
+    return files

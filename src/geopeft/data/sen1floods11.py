@@ -23,7 +23,7 @@ import numpy as np
 
 from geopeft.data.bands import S2_BANDS
 from geopeft.data.geotiff import centre_lat_lon, open_geotiff
-from geopeft.data.registry import SPLITS_ROOT, DatasetInfo, RawSample, register_dataset
+from geopeft.data.registry import SPLITS_ROOT, DatasetInfo, RawSample, register_dataset, require_files
 from geopeft.errors import DataError, unknown_choice
 
 INFO = DatasetInfo(
@@ -119,20 +119,8 @@ class Sen1Floods11Source:
         Raises:
             DataError: an id has no image or no label file; names the first missing files and the split.
         """
-        files: list[Path] = []
-        missing: list[str] = []
-        for sample_id in ids:
-            for path in (image_path(raw, sample_id), label_path(raw, sample_id)):
-                if path.is_file():
-                    files.append(path)
-                else:
-                    missing.append(f"{path} (id {sample_id})")
-        if missing:
-            shown = "; ".join(missing[:3]) + (f"; and {len(missing) - 3} more" if len(missing) > 3 else "")
-            raise DataError(
-                f"sen1floods11 split {split}: {len(missing)} file(s) named by the split file are missing: {shown}. "
-                f"Pass --raw the folder that holds v1.1/, or {FIX}"
-            )
+        expected = ((i, p) for i in ids for p in (image_path(raw, i), label_path(raw, i)))
+        files = require_files("sen1floods11", split, expected, f"Pass --raw the folder that holds v1.1/, or {FIX}")
         metadata = raw / METADATA_FILE
         if metadata.is_file():
             files.append(metadata)
