@@ -43,7 +43,7 @@ def test_prepare_builds_one_file_per_split(raw):
     assert visible_and_tmp(raw[2]) == sorted(f"{s}.h5" for s in SPLITS)
     with h5py.File(outcomes[3].path) as f:
         assert f["images"].shape == (2, 13, 32, 32) and f["images"].dtype == np.int16
-        assert f["images"].chunks == (1, 13, 32, 32) and f["images"].compression == "lzf" and f["images"].shuffle
+        assert f["images"].chunks == (1, 13, 32, 32) and f["images"].compression is None  # the default codec: none
         assert f["masks"].dtype == np.int16 and (f["masks"][:] == -1).any()
         assert list(f["ids"].asstr()[:]) == ["Bolivia_103757", "Bolivia_129334"]
         assert f["date"].asstr()[0] == "2018-02-15T12:00:00" and np.isfinite(f["lat"][:]).all()
@@ -104,10 +104,10 @@ def test_force_and_codec(raw):
     first = run(raw)
     forced = run(raw, force=True)
     assert all(o.built for o in forced) and [o.key for o in forced] == [o.key for o in first]
-    plain = run(raw, codec="none")
-    assert all(o.built for o in plain) and plain[0].key != first[0].key
-    with h5py.File(plain[0].path) as f:
-        assert f["images"].compression is None
+    packed = run(raw, codec="lzf")
+    assert all(o.built for o in packed) and packed[0].key != first[0].key
+    with h5py.File(packed[0].path) as f:
+        assert f["images"].compression == "lzf" and f["images"].shuffle
     with pytest.raises(ConfigError, match="unknown codec 'zstd'"):
         run(raw, codec="zstd")
 

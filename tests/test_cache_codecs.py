@@ -102,7 +102,7 @@ def test_reader_conversion_is_bit_identical_to_normalise(tmp_path, dtype, scale,
     bands = ("a", "b", "c", "d")
     raw = (rng.normal(1000, 300, (4, 8, 9))).astype(dtype)
     mean, std = rng.normal(0.1, 0.02, 4).tolist(), rng.uniform(0.01, 0.2, 4).tolist()
-    attrs = {"bands": list(bands), "mean": mean, "std": std, "scale": scale, "classes": ["x"], "n": 1}
+    attrs = {"bands": list(bands), "mean": mean, "std": std, "scale": scale, "classes": ["x"], "n": 1, "gsd": 10.0}
     header = schema.CacheHeader(path=Path(tmp_path / "f.h5"), attrs=attrs, key="k", shape=(4, 8, 9), dtype="int16")
     picked = bands if index is None else tuple(bands[i] for i in index)
     ds = CacheDataset(header, picked, train=False)
@@ -123,3 +123,40 @@ def test_reader_returns_fresh_arrays(caches):
     assert sum(len(b["index"]) for b in DataLoader(ds, batch_size=2)) == len(ds)
     with h5py.File(cache_path(root / "blosc-lz4", "sen1floods11", "train")) as f:
         assert f[schema.IMAGES].chunks == (1, *f[schema.IMAGES].shape[1:])
+
+
+def test_prepare_cli_chooses_the_codec_and_names_the_choices_for_a_bad_one(caches, tmp_path):
+    from typer.testing import CliRunner
+
+    from hpc.cli import app
+
+    root, _ = caches
+    args = ["prepare", "sen1floods11", "--raw", str(root / "raw"), "--cache", str(tmp_path / "c")]
+    splits = ["--splits", str(root / "raw" / "splits")] if (root / "raw" / "splits").is_dir() else []
+    result = CliRunner().invoke(app, [*args, *splits, "--codec", "blosc-lz4"])
+    assert result.exit_code == 0, result.output
+    with schema.open_h5(cache_path(tmp_path / "c", "sen1floods11", "val")) as f:
+        assert f.attrs["codec"] == "blosc-lz4"
+    default = CliRunner().invoke(app, [*args[:-1], str(tmp_path / "d"), *splits])
+    assert default.exit_code == 0, default.output
+    with schema.open_h5(cache_path(tmp_path / "d", "sen1floods11", "val")) as f:
+        assert f.attrs["codec"] == schema.DEFAULT_CODEC == "none"
+    bad = CliRunner().invoke(app, [*args, *splits, "--codec", "zip"])
+    assert bad.exit_code == 2 and "codec" in bad.output and "blosc-lz4" in bad.output
+
+
+@pytest.mark.parametrize("codec", schema.CODECS)
+def test_a_flipped_byte_in_any_codec_is_an_error_not_wrong_pixels(caches, tmp_path, codec):
+    root, _ = caches
+    path = tmp_path / "train.h5"
+    path.write_bytes(cache_path(root / codec, "sen1floods11", "train").read_bytes())
+    with h5py.File(path) as f:
+        info = f[schema.IMAGES].id.get_chunk_info(1)
+    data = bytearray(path.read_bytes())
+    data[info.byte_offset + info.size // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    header = schema.read_header(path, "sen1floods11", "train")
+    ds = CacheDataset(header, BANDS, train=False)
+    ds[0]  # the other chunks still read
+    with pytest.raises(CacheError, match="sample 1 cannot be read"):
+        ds[1]

@@ -2,7 +2,7 @@
 
 One file per dataset x split, ``<cache_root>/<dataset>/<split>.h5``::
 
-    images  (N, C, H, W)  native dtype, one sample per chunk, shuffled + compressed (codec: see CODECS)
+    images  (N, C, H, W)  native dtype, one sample per chunk, compressed by the codec (see CODECS), Fletcher-32 checked
     masks   (N, H, W)     int16, -1 = ignored
     ids     (N,)          sample ids (UTF-8)
     date    (N,)          acquisition date-time, ISO 8601 ("" when unknown)
@@ -30,7 +30,7 @@ import numpy as np
 from geopeft.errors import CacheError
 
 #: Bumped whenever the layout or the meaning of a stored value changes; readers refuse other versions.
-BUILDER_VERSION = 2  # 2: reBEN is stored at its native 120 px and padded by the reader
+BUILDER_VERSION = 3  # 2: reBEN stored at its native 120 px, padded by the reader; 3: Fletcher-32 on every chunk
 
 IMAGES = "images"
 MASKS = "masks"
@@ -46,12 +46,13 @@ MASK_DTYPE = np.int16
 CODECS = ("lzf", "gzip", "blosc-lz4", "none")
 #: Codecs whose HDF5 filter comes from ``hdf5plugin``.
 PLUGIN_CODECS = frozenset({"blosc-lz4"})
-#: lzf stays the default, by the numbers of ``bench/cache_read.py`` (32 synthetic 512x512x13 int16 chips, one thread,
-#: page cache warm): CacheDataset reads lzf 50/s, blosc-lz4 191/s, none 390/s (rasterio 86/s); train file 145, 144
-#: and 224 MiB. blosc-lz4 is ~4x lzf at the same size, but at 0.49 of ``none`` it misses the bar for a new default
-#: (within ~20 % of ``none``), and changing the default changes every key and makes hdf5plugin a hard dependency.
-#: Build with ``codec="blosc-lz4"`` where read speed matters.
-DEFAULT_CODEC = "lzf"
+#: ``none`` is the default, by the numbers of ``bench/cache_read.py`` (512x512x13 int16 chips, one thread, page cache
+#: warm): a cache sample costs its float32 conversion (~1 ms), the Fletcher-32 check (~2 ms) and the decode, which is
+#: ~0.8 ms for ``none``, ~3 ms for blosc-lz4 and ~17 ms for lzf, so lzf reads slower than the GeoTIFFs themselves.
+#: The full study's caches are ~11 GB uncompressed, small next to a scratch quota. Build with ``codec="blosc-lz4"``
+#: (~0.7 of the size, ~half the read rate) where disk space or file-system bandwidth is the limit; lzf and gzip stay
+#: available for portability.
+DEFAULT_CODEC = "none"
 
 #: What a file was built from; a prepare run reuses a file only when all of these match.
 IDENTITY_ATTRS = (
@@ -85,27 +86,31 @@ def load_plugins(codec: str) -> None:
         import hdf5plugin  # noqa: F401  (imported for its side effect: registers Blosc & co. with HDF5)
     except ImportError:
         raise CacheError(
-            f"codec {codec!r} needs the hdf5plugin package: `pip install hdf5plugin`, or build with codec 'lzf'"
+            f"codec {codec!r} needs the hdf5plugin package: `pip install hdf5plugin`, or build with codec 'none'"
         ) from None
 
 
 def compression(codec: str) -> dict[str, Any]:
-    """``h5py.Group.create_dataset`` keyword arguments for ``codec``.
+    """``h5py.Group.create_dataset`` keyword arguments for ``codec``, always with a Fletcher-32 checksum per chunk.
 
+    The checksum is what makes a flipped byte in a stored sample an error on read (naming the rebuild command) instead
+    of silently wrong pixels: uncompressed chunks have no other check, and LZ4/LZF streams do not reliably fail on
+    corruption either. It costs ~2 ms per 512x512x13 int16 chip (``bench/cache_read.py`` reports rates with it).
     lzf and gzip run HDF5's byte-shuffle filter first: on the synthetic int16 chips it makes lzf files ~30 % smaller
     at the same decoding speed. ``blosc-lz4`` shuffles inside Blosc.
 
     Raises:
         CacheError: ``codec`` needs ``hdf5plugin`` and it is not installed.
     """
+    checksum: dict[str, Any] = {"fletcher32": True}
     if codec == "none":
-        return {}
+        return checksum
     if codec == "blosc-lz4":
         load_plugins(codec)
         import hdf5plugin
 
-        return dict(hdf5plugin.Blosc(cname="lz4", clevel=5, shuffle=hdf5plugin.Blosc.SHUFFLE))
-    return {"compression": codec, "shuffle": True}
+        return {**hdf5plugin.Blosc(cname="lz4", clevel=5, shuffle=hdf5plugin.Blosc.SHUFFLE), **checksum}
+    return {"compression": codec, "shuffle": True, **checksum}
 
 
 def plain(value: Any) -> Any:

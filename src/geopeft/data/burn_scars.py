@@ -39,6 +39,7 @@ INFO = DatasetInfo(
     gsd=30.0,
     scale=1.0,
     regions=("test",),
+    metadata=("time", "location"),
 )
 
 #: Split name -> file name, as in the authors' ``datasets_splits/burn_scars/``.

@@ -65,6 +65,7 @@ CASHEW_INFO = DatasetInfo(
     ),
     gsd=10.0,
     scale=1.0,
+    metadata=("time",),  # dated band keys; GEO-Bench stores no location
 )
 SA_CROP_INFO = DatasetInfo(
     name="m_sa_crop_type",

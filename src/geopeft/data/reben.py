@@ -67,6 +67,7 @@ INFO = DatasetInfo(
     scale=1.0,
     regions=("test", "ood", "austria", "ireland"),
     pad_to=128,  # after augmentation, as the study pads on the GPU (see DatasetInfo.pad_to)
+    metadata=("time", "location"),
 )
 
 #: Split name -> file name, as in the authors' ``datasets_splits/reBEN/reBEN_7k/``.

@@ -24,6 +24,7 @@ import numpy.typing as npt
 
 from geopeft.errors import ConfigError, DataError
 from geopeft.registry import Registry
+from geopeft.spec import METADATA_KINDS
 
 #: Modules that register the built-in datasets; imported lazily by every lookup.
 BUILTIN_MODULES: tuple[str, ...] = (
@@ -53,6 +54,8 @@ class DatasetInfo:
         ignore_index: mask value of pixels that no loss or metric counts.
         pad_to: pad samples on the right and bottom to this size after augmentation (image by reflection, mask
             with ``ignore_index``), as reBEN's 120 -> 128; 0 leaves samples as stored.
+        metadata: the per-sample metadata every sample's files record, from :data:`geopeft.spec.METADATA_KINDS`:
+            ``time`` (acquisition date) and ``location`` (chip centre); a cell may feed only these.
     """
 
     name: str = field(metadata={"help": "registry name"})
@@ -65,6 +68,7 @@ class DatasetInfo:
     regions: tuple[str, ...] = field(default=("test",), metadata={"help": "evaluation splits"})
     ignore_index: int = field(default=-1, metadata={"help": "ignored mask value"})
     pad_to: int = field(default=0, metadata={"help": "pad right/bottom to this size after augmentation; 0 = none"})
+    metadata: tuple[str, ...] = field(default=(), metadata={"help": "metadata kinds the samples record"})
 
     def __post_init__(self) -> None:
         for name in ("bands", "classes", "regions"):
@@ -78,6 +82,29 @@ class DatasetInfo:
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ConfigError(f"dataset {self.name}: {name} must be a positive number, got {value!r}")
+        object.__setattr__(self, "metadata", tuple(self.metadata))
+        if any(kind not in METADATA_KINDS for kind in self.metadata):
+            raise ConfigError(f"dataset {self.name}: metadata must come from {METADATA_KINDS}, got {self.metadata}")
+
+    def require_metadata(self, kinds: Sequence[str], where: str = "") -> None:
+        """Check that every sample records the metadata ``kinds`` a cell asks for.
+
+        Args:
+            kinds: metadata kinds (``model.metadata`` of a cell).
+            where: the file or cell asking, prepended to the message.
+
+        Raises:
+            ConfigError: a kind the dataset does not record; the message names the ones it does.
+        """
+        missing = [kind for kind in kinds if kind not in self.metadata]
+        if missing:
+            prefix = f"{where}: " if where else ""
+            has = ", ".join(self.metadata) if self.metadata else "none"
+            raise ConfigError(
+                f"{prefix}model.metadata asks for {', '.join(missing)}, which dataset {self.name} does not record "
+                f"(it records: {has}); drop {', '.join(missing)} from model.metadata or exclude {self.name} "
+                "for this model"
+            )
 
     @property
     def splits(self) -> tuple[str, ...]:

@@ -33,6 +33,7 @@ INFO = DatasetInfo(
     gsd=10.0,
     scale=1e-4,
     regions=("test", "bolivia"),
+    metadata=("time", "location"),  # the date needs v1.1/Sen1Floods11_Metadata.geojson at prepare time
 )
 
 #: Split name -> file name, as in the authors' ``datasets_splits/sen1floods11/``.
