@@ -7,6 +7,8 @@ import re
 import numpy as np
 import pytest
 import torch
+from weights_fixtures import GEN_FF, LATENT, WAVE, official_encoder_shapes
+from weights_fixtures import write_clay_checkpoint as _write_official
 
 from geopeft.data.bands import HLS_BANDS, WAVELENGTHS_UM
 from geopeft.errors import ConfigError, WeightsError
@@ -16,56 +18,12 @@ from geopeft.models.clay_embed import posemb_sincos_1d, posemb_sincos_2d_with_gs
 from geopeft.models.registry import create_backbone, get_backbone
 from geopeft.spec import DecoderSpec, ModelSpec
 
-WAVE, LATENT, GEN_FF = 128, 128, 2048  # weight generator: token width, weight tokens, TransformerEncoder FF
-
 
 def _tiny(bands: tuple[str, ...] = CLAY_BANDS) -> ClayEncoder:
     torch.manual_seed(0)
     model = create_backbone("clay_tiny", bands=bands, img_size=64)
     assert isinstance(model, ClayEncoder)
     return model.eval()
-
-
-def official_encoder_shapes(dim: int, depth: int, patch: int = 8, mlp: int = 4) -> dict[str, tuple[int, ...]]:
-    """The encoder's checkpoint keys (without ``model.encoder.``) and shapes, from architectures.md §2.2–2.5."""
-    gen = "patch_embedding.weight_generator."
-    layer = gen + "encoder.layers.0."
-    shapes: dict[str, tuple[int, ...]] = {
-        "cls_token": (1, 1, dim),
-        "patch_embedding.fclayer.l1.weight": (WAVE, WAVE),
-        "patch_embedding.fclayer.l1.bias": (WAVE,),
-        "patch_embedding.fclayer.l2.weight": (WAVE, WAVE),
-        "patch_embedding.fclayer.l2.bias": (WAVE,),
-        gen + "weight_tokens": (LATENT, WAVE),
-        gen + "bias_token": (1, WAVE),
-        gen + "fc_weight.weight": (patch * patch * dim, WAVE),
-        gen + "fc_weight.bias": (patch * patch * dim,),
-        gen + "fc_bias.weight": (dim, WAVE),
-        gen + "fc_bias.bias": (dim,),
-        layer + "self_attn.in_proj_weight": (3 * WAVE, WAVE),
-        layer + "self_attn.in_proj_bias": (3 * WAVE,),
-        layer + "self_attn.out_proj.weight": (WAVE, WAVE),
-        layer + "self_attn.out_proj.bias": (WAVE,),
-        layer + "linear1.weight": (GEN_FF, WAVE),
-        layer + "linear1.bias": (GEN_FF,),
-        layer + "linear2.weight": (WAVE, GEN_FF),
-        layer + "linear2.bias": (WAVE,),
-        "transformer.norm.weight": (dim,),
-        "transformer.norm.bias": (dim,),
-    }
-    for norm in ("norm1", "norm2"):
-        shapes[f"{layer}{norm}.weight"] = shapes[f"{layer}{norm}.bias"] = (WAVE,)
-    for i in range(depth):
-        p = f"transformer.layers.{i}."
-        shapes[p + "0.norm.weight"] = shapes[p + "0.norm.bias"] = (dim,)
-        shapes[p + "0.to_qkv.weight"] = (3 * dim, dim)
-        shapes[p + "0.to_out.weight"] = (dim, dim)
-        shapes[p + "1.net.0.weight"] = shapes[p + "1.net.0.bias"] = (dim,)
-        shapes[p + "1.net.1.weight"] = (mlp * dim, dim)
-        shapes[p + "1.net.1.bias"] = (mlp * dim,)
-        shapes[p + "1.net.3.weight"] = (dim, mlp * dim)
-        shapes[p + "1.net.3.bias"] = (dim,)
-    return shapes
 
 
 @pytest.mark.parametrize("bands", [HLS_BANDS, CLAY_BANDS])
@@ -200,22 +158,6 @@ def test_base_parameter_count_and_keys_on_meta():
     own = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     assert own == official_encoder_shapes(768, 12)
     assert model.transformer.layers[0][0].heads == 12
-
-
-def _write_official(path, dim: int = 64, depth: int = 2, drop: str | None = None, extra: str | None = None):
-    """A Lightning-style checkpoint with the official key names (encoder + decoder/teacher entries)."""
-    gen = torch.Generator().manual_seed(1)
-    state = {
-        f"model.encoder.{k}": torch.randn(s, generator=gen) for k, s in official_encoder_shapes(dim, depth).items()
-    }
-    state["model.decoder.embed_to_pixels.weight"] = torch.randn(4, 4, generator=gen)
-    state["teacher.model.blocks.0.attn.qkv.weight"] = torch.randn(3, 3, generator=gen)
-    if drop:
-        del state[f"model.encoder.{drop}"]
-    if extra:
-        state[f"model.encoder.{extra}"] = torch.zeros(1)
-    torch.save({"state_dict": state, "epoch": 3, "global_step": 10}, path)
-    return state
 
 
 def test_official_checkpoint_loads_strictly(tmp_path):

@@ -195,3 +195,23 @@ def test_default_indices_fit_every_vit_backbone():
     for backbone in ("prithvi_tiny", "prithvi_eo_v1_100", "prithvi_eo_v2_300", "clay_tiny", "clay_v1_base"):
         for decoder in ("fcn", "upernet", "unet"):
             validate(ModelSpec(backbone), DecoderSpec(decoder))
+
+
+def test_linear_upsampling_below_the_stride_rescales_to_the_input_size():
+    """``upsampling: 8`` on a patch-16 ViT: half-resolution logits, bilinearly rescaled (TerraTorch's rescale)."""
+    model = _build("linear", {"upsampling": 8}, 64).eval()
+    conv = model.decoder.conv
+    assert conv.kernel_size == (8, 8) and conv.stride == (8, 8)
+    x = torch.randn(1, 6, 64, 64)
+    with torch.no_grad():
+        out = model(x)
+        half = model.decoder(model.neck(model.backbone(x), grid=(4, 4)))
+    assert half.shape == (1, 4, 32, 32) and out.shape == (1, 4, 64, 64)
+    torch.testing.assert_close(out, F.interpolate(half, size=(64, 64), mode="bilinear"))
+    assert _build("linear", {}, 64).decoder.conv.stride == (16, 16)
+
+
+@pytest.mark.parametrize("value", [-1, 1.5, True])
+def test_linear_upsampling_must_be_a_non_negative_integer(value):
+    with pytest.raises(ConfigError, match="decoder linear option upsampling"):
+        validate(ModelSpec("prithvi_tiny"), DecoderSpec("linear", {"upsampling": value}))

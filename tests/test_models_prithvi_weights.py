@@ -12,6 +12,7 @@ import logging
 
 import pytest
 import torch
+from weights_fixtures import LOCATION_SCALE, TEMPORAL_SCALE, official_shapes, official_state_dict
 
 from geopeft.errors import WeightsError
 from geopeft.models.pos_embed import get_3d_sincos_pos_embed
@@ -22,74 +23,6 @@ from geopeft.models.prithvi_weights import (
     select_patch_embed_weights,
 )
 from geopeft.models.registry import create_backbone
-
-BLOCK_LAYERS = ("norm1", "attn.qkv", "attn.proj", "norm2", "mlp.fc1", "mlp.fc2")
-TEMPORAL_SCALE, LOCATION_SCALE = 1.3e-6, 0.058
-
-
-def _block_shapes(prefix: str, dim: int) -> dict[str, tuple[int, ...]]:
-    out = {}
-    for layer, (w, b) in {
-        "norm1": ((dim,), (dim,)),
-        "attn.qkv": ((3 * dim, dim), (3 * dim,)),
-        "attn.proj": ((dim, dim), (dim,)),
-        "norm2": ((dim,), (dim,)),
-        "mlp.fc1": ((4 * dim, dim), (4 * dim,)),
-        "mlp.fc2": ((dim, 4 * dim), (dim,)),
-    }.items():
-        out[f"{prefix}{layer}.weight"], out[f"{prefix}{layer}.bias"] = w, b
-    return out
-
-
-def official_shapes(
-    *, dim: int, depth: int, patch: int = 16, frames: int, v2: bool, tl: bool, dec_dim: int = 512
-) -> dict[str, tuple[int, ...]]:
-    """Key → shape of an official Prithvi MAE checkpoint (encoder then MAE decoder, 8 decoder blocks)."""
-    tokens = 1 + frames * (224 // patch) ** 2
-    enc = "encoder." if v2 else ""
-    dec = "decoder." if v2 else ""
-    shapes: dict[str, tuple[int, ...]] = {
-        f"{enc}cls_token": (1, 1, dim),
-        f"{enc}pos_embed": (1, tokens, dim),
-        f"{enc}patch_embed.proj.weight": (dim, 6, 1, patch, patch),
-        f"{enc}patch_embed.proj.bias": (dim,),
-    }
-    for i in range(depth):
-        shapes |= _block_shapes(f"{enc}blocks.{i}.", dim)
-    shapes |= {f"{enc}norm.weight": (dim,), f"{enc}norm.bias": (dim,)}
-    if tl:
-        shapes |= {f"{enc}temporal_embed_enc.scale": (1,), f"{enc}location_embed_enc.scale": (1,)}
-    shapes |= {
-        f"{dec}mask_token": (1, 1, dec_dim),
-        f"{dec}decoder_embed.weight": (dec_dim, dim),
-        f"{dec}decoder_embed.bias": (dec_dim,),
-        f"{dec}decoder_pos_embed": (1, tokens, dec_dim),
-    }
-    for i in range(8):
-        shapes |= _block_shapes(f"{dec}decoder_blocks.{i}.", dec_dim)
-    shapes |= {
-        f"{dec}decoder_norm.weight": (dec_dim,),
-        f"{dec}decoder_norm.bias": (dec_dim,),
-        f"{dec}decoder_pred.weight": (patch * patch * 6, dec_dim),
-        f"{dec}decoder_pred.bias": (patch * patch * 6,),
-    }
-    if tl:
-        shapes |= {f"{dec}temporal_embed_dec.scale": (1,), f"{dec}location_embed_dec.scale": (1,)}
-    return shapes
-
-
-def official_state_dict(**kwargs: object) -> dict[str, torch.Tensor]:
-    """Random encoder tensors (zeros for the decoder, which is dropped) in the official layout."""
-    gen = torch.Generator().manual_seed(0)
-    out = {}
-    for key, shape in official_shapes(**kwargs).items():  # type: ignore[arg-type]
-        is_decoder = "decoder" in key or key == "mask_token"
-        out[key] = torch.zeros(shape) if is_decoder else torch.randn(shape, generator=gen)
-    if kwargs.get("tl"):
-        prefix = "encoder." if kwargs.get("v2") else ""
-        out[f"{prefix}temporal_embed_enc.scale"] = torch.tensor([TEMPORAL_SCALE])
-        out[f"{prefix}location_embed_enc.scale"] = torch.tensor([LOCATION_SCALE])
-    return out
 
 
 def _small_v2_tl(**extra: object) -> PrithviViT:

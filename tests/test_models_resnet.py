@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from weights_fixtures import R50, TINY, fake_state_dict, torchgeo_resnet_shapes
 
 from geopeft.data.bands import HLS_BANDS, S2_BANDS
 from geopeft.errors import ConfigError, WeightsError
@@ -14,8 +15,6 @@ from geopeft.spec import DecoderSpec, ModelSpec
 
 DECODERS = ["linear", "fcn", "upernet", "unet"]
 SIZES = [(64, 64), (128, 128), (100, 120)]
-R50 = {"layers": (3, 4, 6, 3), "widths": (64, 128, 256, 512), "stem": 64}
-TINY = {"layers": (1, 1, 1, 1), "widths": (8, 16, 32, 64), "stem": 64}
 
 
 def resnet_param_count(in_chans, layers, widths, stem, expansion=4):
@@ -32,44 +31,6 @@ def resnet_param_count(in_chans, layers, widths, stem, expansion=4):
                 total += inp * out + 2 * out  # downsample conv 1×1 + bn
             inp = out
     return total
-
-
-def torchgeo_resnet_shapes(in_chans, layers, widths, stem, num_classes=None, expansion=4):
-    """Key → shape of a torchgeo (torchvision/timm naming) bottleneck ResNet state dict, written out by rule."""
-    shapes = {"conv1.weight": (stem, in_chans, 7, 7)}
-
-    def bn(prefix, c):
-        shapes.update({f"{prefix}.{n}": (c,) for n in ("weight", "bias", "running_mean", "running_var")})
-        shapes[f"{prefix}.num_batches_tracked"] = ()
-
-    bn("bn1", stem)
-    inp = stem
-    for stage, (blocks, w) in enumerate(zip(layers, widths, strict=True), start=1):
-        out = expansion * w
-        for b in range(blocks):
-            p = f"layer{stage}.{b}"
-            shapes[f"{p}.conv1.weight"] = (w, inp, 1, 1)
-            bn(f"{p}.bn1", w)
-            shapes[f"{p}.conv2.weight"] = (w, w, 3, 3)
-            bn(f"{p}.bn2", w)
-            shapes[f"{p}.conv3.weight"] = (out, w, 1, 1)
-            bn(f"{p}.bn3", out)
-            if b == 0:
-                shapes[f"{p}.downsample.0.weight"] = (out, inp, 1, 1)
-                bn(f"{p}.downsample.1", out)
-            inp = out
-    if num_classes:
-        shapes["fc.weight"] = (num_classes, inp)
-        shapes["fc.bias"] = (num_classes,)
-    return shapes
-
-
-def fake_state_dict(shapes, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    return {
-        k: torch.tensor(0, dtype=torch.long) if k.endswith("num_batches_tracked") else torch.randn(s, generator=gen)
-        for k, s in shapes.items()
-    }
 
 
 def tiny_encoder(bands=DECUR_BANDS):

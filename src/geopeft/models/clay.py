@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from geopeft.data.bands import WAVELENGTHS_UM
 from geopeft.errors import ConfigError, WeightsError
 from geopeft.models.clay_embed import DynamicEmbedding, posemb_sincos_2d_with_gsd
+from geopeft.models.metadata import TL, clay_inputs
 from geopeft.models.registry import register_backbone
 from geopeft.models.weights import read_weights_file
 
@@ -66,7 +67,8 @@ METADATA_DIM = 8
 CKPT_PREFIX = "model.encoder."
 #: Model keys the official checkpoint does not hold (none: the wavelengths are a non-persistent buffer).
 EXPECTED_MISSING: frozenset[str] = frozenset()
-#: GSD used when none is passed (TerraTorch ``Datacuber``); the paper passes 10 (S2) or 30 (HLS).
+#: GSD used when none is passed (TerraTorch ``Datacuber``); the paper passes 10 (S2) or 30 (HLS), and so does a
+#: cell: every batch carries its dataset's GSD (:mod:`geopeft.models.metadata`).
 DEFAULT_GSD = 1.0
 
 
@@ -170,6 +172,9 @@ class ClayEncoder(nn.Module):
 
     #: Metadata entries :class:`~geopeft.models.segmentor.Segmentor` passes to ``forward``.
     metadata_keys: tuple[str, ...] = ("time", "latlon", "gsd")
+    #: Batch metadata (:mod:`geopeft.cache.metadata` fields) → ``forward`` keyword arguments; the dataset's GSD
+    #: always comes, time and lat/lon when the cell asks for them (``clay_gw`` by default, ``clay_tlgw`` with both).
+    metadata_inputs = staticmethod(clay_inputs)
 
     def __init__(
         self,
@@ -349,13 +354,13 @@ def _build(bands: tuple[str, ...], *, embed_dim: int, depth: int, num_heads: int
 # run time, so they do not use it.
 
 
-@register_backbone("clay_tiny", default_bands=CLAY_BANDS, patch_size=8, embed_dim=64, depth=2)
+@register_backbone("clay_tiny", default_bands=CLAY_BANDS, patch_size=8, embed_dim=64, depth=2, metadata=TL)
 def clay_tiny(*, bands: tuple[str, ...], img_size: int) -> nn.Module:
     """A tiny Clay-shaped encoder (width 64, 2 blocks, 2 heads; full-size weight generator) for tests."""
     return _build(bands, embed_dim=64, depth=2, num_heads=2)
 
 
-@register_backbone("clay_v1_base", default_bands=CLAY_BANDS, patch_size=8, embed_dim=768, depth=12)
+@register_backbone("clay_v1_base", default_bands=CLAY_BANDS, patch_size=8, embed_dim=768, depth=12, metadata=TL)
 def clay_v1_base(*, bands: tuple[str, ...], img_size: int) -> nn.Module:
     """Clay v1 base: ViT-B/8 (width 768, 12 blocks, 12 heads of 64) with the dynamic embedding."""
     return _build(bands, embed_dim=768, depth=12, num_heads=12)

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from geopeft.data.bands import HLS_BANDS
 from geopeft.errors import ConfigError
+from geopeft.models.metadata import TL, prithvi_inputs
 from geopeft.models.pos_embed import get_3d_sincos_pos_embed, interpolate_pos_embed
 from geopeft.models.registry import register_backbone
 
@@ -152,6 +153,7 @@ class PrithviViT(nn.Module):
     #: Metadata entries :class:`~geopeft.models.segmentor.Segmentor` passes to ``forward`` (TL variants
     #: set :data:`METADATA_KEYS_TL` on the instance).
     metadata_keys: tuple[str, ...] = ()
+    metadata_inputs = staticmethod(prithvi_inputs)  #: batch metadata → ``forward`` keyword arguments
 
     def __init__(
         self,
@@ -263,6 +265,26 @@ class PrithviViT(nn.Module):
             total = location if total is None else total + location
         return total
 
+    def embed(
+        self, x: Tensor, temporal_coords: Tensor | None = None, location_coords: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """The tokens before the blocks (arguments as :meth:`forward`; ViT-Adapter runs the blocks itself).
+
+        Returns:
+            ``(patch tokens [B, T·h·w, D], CLS token [B, 1, D])``: the patch tokens with the position
+            embedding (resampled to the input grid) and the TL encodings, the CLS token with its own.
+        """
+        x = self._check_input(x)
+        t, h, w = x.shape[-3:]
+        new_grid = (t, h // self.patch_size, w // self.patch_size)
+        pos_embed = interpolate_pos_embed(self.pos_embed, self.grid_size, new_grid)
+        tokens = self.patch_embed(x) + pos_embed[:, 1:, :]
+        coords = self._coords_encoding(tokens, t, temporal_coords, location_coords)
+        if coords is not None:
+            tokens = tokens + coords
+        cls_tokens = (self.cls_token + pos_embed[:, :1, :]).expand(tokens.shape[0], -1, -1)
+        return tokens, cls_tokens
+
     def forward(
         self, x: Tensor, temporal_coords: Tensor | None = None, location_coords: Tensor | None = None
     ) -> list[Tensor]:
@@ -277,15 +299,7 @@ class PrithviViT(nn.Module):
             ``depth`` tensors ``[B, 1 + T·h·w, D]`` (CLS first): the raw block outputs, except the last,
             which is passed through the final ``norm``.
         """
-        x = self._check_input(x)
-        t, h, w = x.shape[-3:]
-        new_grid = (t, h // self.patch_size, w // self.patch_size)
-        pos_embed = interpolate_pos_embed(self.pos_embed, self.grid_size, new_grid)
-        tokens = self.patch_embed(x) + pos_embed[:, 1:, :]
-        coords = self._coords_encoding(tokens, t, temporal_coords, location_coords)
-        if coords is not None:
-            tokens = tokens + coords
-        cls_tokens = (self.cls_token + pos_embed[:, :1, :]).expand(tokens.shape[0], -1, -1)
+        tokens, cls_tokens = self.embed(x, temporal_coords, location_coords)
         tokens = torch.cat([cls_tokens, tokens], dim=1)
         out: list[Tensor] = []
         for block in self.blocks:
@@ -330,7 +344,7 @@ def prithvi_tiny(*, bands: tuple[str, ...], img_size: int) -> nn.Module:
     return _build(bands, embed_dim=64, depth=4, num_heads=4)
 
 
-@register_backbone("prithvi_tiny_tl", default_bands=HLS_BANDS, patch_size=16, embed_dim=64, depth=4)
+@register_backbone("prithvi_tiny_tl", default_bands=HLS_BANDS, patch_size=16, embed_dim=64, depth=4, metadata=TL)
 def prithvi_tiny_tl(*, bands: tuple[str, ...], img_size: int) -> nn.Module:
     """:func:`prithvi_tiny` with the temporal and location encoders, for the tests."""
     return _build(bands, embed_dim=64, depth=4, num_heads=4, coords_encoding=True)
@@ -342,7 +356,9 @@ def prithvi_eo_v1_100(*, bands: tuple[str, ...], img_size: int) -> nn.Module:
     return _build(bands, embed_dim=768, depth=12, num_heads=12)
 
 
-@register_backbone("prithvi_eo_v2_100_tl", default_bands=HLS_BANDS, patch_size=16, embed_dim=768, depth=12)
+@register_backbone(
+    "prithvi_eo_v2_100_tl", default_bands=HLS_BANDS, patch_size=16, embed_dim=768, depth=12, metadata=TL
+)
 def prithvi_eo_v2_100_tl(*, bands: tuple[str, ...], img_size: int) -> nn.Module:
     """Prithvi EO 2.0 100M-TL: ViT-B/16 (width 768, 12 blocks, 12 heads) with the TL encoders."""
     return _build(bands, embed_dim=768, depth=12, num_heads=12, coords_encoding=True)
@@ -354,7 +370,9 @@ def prithvi_eo_v2_300(*, bands: tuple[str, ...], img_size: int) -> nn.Module:
     return _build(bands, embed_dim=1024, depth=24, num_heads=16)
 
 
-@register_backbone("prithvi_eo_v2_300_tl", default_bands=HLS_BANDS, patch_size=16, embed_dim=1024, depth=24)
+@register_backbone(
+    "prithvi_eo_v2_300_tl", default_bands=HLS_BANDS, patch_size=16, embed_dim=1024, depth=24, metadata=TL
+)
 def prithvi_eo_v2_300_tl(*, bands: tuple[str, ...], img_size: int) -> nn.Module:
     """Prithvi EO 2.0 300M-TL: ViT-L/16 (width 1024, 24 blocks, 16 heads) with the TL encoders."""
     return _build(bands, embed_dim=1024, depth=24, num_heads=16, coords_encoding=True)
@@ -366,7 +384,9 @@ def prithvi_eo_v2_600(*, bands: tuple[str, ...], img_size: int) -> nn.Module:
     return _build(bands, embed_dim=1280, depth=32, num_heads=16, patch_size=14)
 
 
-@register_backbone("prithvi_eo_v2_600_tl", default_bands=HLS_BANDS, patch_size=14, embed_dim=1280, depth=32)
+@register_backbone(
+    "prithvi_eo_v2_600_tl", default_bands=HLS_BANDS, patch_size=14, embed_dim=1280, depth=32, metadata=TL
+)
 def prithvi_eo_v2_600_tl(*, bands: tuple[str, ...], img_size: int) -> nn.Module:
     """Prithvi EO 2.0 600M-TL: ViT-H/14 (width 1280, 32 blocks, 16 heads, patch 14) with the TL encoders."""
     return _build(bands, embed_dim=1280, depth=32, num_heads=16, patch_size=14, coords_encoding=True)

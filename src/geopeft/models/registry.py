@@ -52,6 +52,8 @@ class BackboneInfo:
         kind: ``"vit"`` or ``"cnn"``.
         out_channels: channels of each feature (derived for a ViT: ``depth × embed_dim``).
         strides: stride of each feature in pixels (derived for a ViT: ``depth × patch_size``).
+        metadata: the per-sample metadata kinds it encodes (:data:`geopeft.spec.METADATA_KINDS`); a cell may
+            feed only these. Its module then has ``metadata_inputs`` (see :mod:`geopeft.models.metadata`).
     """
 
     name: str
@@ -63,6 +65,7 @@ class BackboneInfo:
     kind: str = "vit"
     out_channels: tuple[int, ...] = ()
     strides: tuple[int, ...] = ()
+    metadata: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind not in BACKBONE_KINDS:
@@ -130,6 +133,7 @@ def register_backbone(
     kind: str = "vit",
     out_channels: Sequence[int] = (),
     strides: Sequence[int] = (),
+    metadata: Sequence[str] = (),
 ) -> Callable[[BackboneBuilder], BackboneBuilder]:
     """Decorator registering a backbone builder under ``name``; a duplicate name raises ``ValueError``.
 
@@ -145,6 +149,7 @@ def register_backbone(
         kind: ``"vit"`` or ``"cnn"``.
         out_channels: channels of each returned feature map (CNN).
         strides: stride in pixels of each returned feature map (CNN).
+        metadata: the metadata kinds it encodes (``time``, ``location``).
     """
     channels, stride_list = tuple(out_channels), tuple(strides)
     if kind == "cnn":
@@ -155,7 +160,16 @@ def register_backbone(
 
     def deco(builder: BackboneBuilder) -> BackboneBuilder:
         info = BackboneInfo(
-            name, tuple(default_bands), patch_size, embed_dim, depth, builder, kind, channels, stride_list
+            name,
+            tuple(default_bands),
+            patch_size,
+            embed_dim,
+            depth,
+            builder,
+            kind,
+            channels,
+            stride_list,
+            tuple(metadata),
         )
         _BACKBONES.add(name, info)
         return builder

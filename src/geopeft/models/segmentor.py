@@ -2,10 +2,12 @@
 
 Contracts between the parts:
 
-* ``backbone(image, **metadata)`` returns a list of feature tensors (for a ViT: the block outputs,
+* ``backbone(image, **inputs)`` returns a list of feature tensors (for a ViT: the block outputs,
   ``[B, 1 + tokens, D]``; for a CNN: feature maps ``[B, C_i, H/s_i, W/s_i]``, finest first, as described
   by the backbone's ``BackboneInfo.out_channels`` and ``strides``). A backbone that uses per-sample
-  metadata lists the keys in a ``metadata_keys`` attribute; other metadata entries are not passed to it.
+  metadata lists its keyword arguments in a ``metadata_keys`` attribute and has a ``metadata_inputs``
+  function that makes them from the batch's backbone-neutral metadata (:mod:`geopeft.models.metadata`);
+  a backbone without one gets no metadata.
 * ``neck(features, grid=(h, w))`` turns them into the decoder's inputs; ``grid`` is the token grid of the
   padded image (padded size // ``patch_size``; CNN necks ignore it).
 * ``decoder(features)`` returns logits ``[B, num_classes, H', W']``.
@@ -13,12 +15,13 @@ Contracts between the parts:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from geopeft.errors import ConfigError
+from geopeft.models.registry import BackboneInfo
 
 
 def pad_to_multiple(image: Tensor, multiple: int) -> Tensor:
@@ -52,7 +55,12 @@ class Segmentor(nn.Module):
         decoder: maps them to logits (includes the class head).
         patch_size: the backbone's token stride (a CNN's pad multiple, 32 for a ResNet); inputs are
             reflect-padded to a multiple of it.
-        metadata_keys: metadata entries passed to the backbone as keyword arguments.
+        metadata_keys: the backbone's metadata keyword arguments.
+        metadata_inputs: batch metadata → those keyword arguments (the backbone's ``metadata_inputs``);
+            ``None`` for a backbone that takes no metadata.
+        backbone_info: the description of ``backbone`` (set by ``build_segmentor``).
+        head_builder: rebuilds ``(neck, decoder)`` for another backbone description (set by
+            ``build_segmentor``; a tuning method that replaces the backbone, e.g. ViT-Adapter, uses it).
     """
 
     def __init__(
@@ -63,6 +71,9 @@ class Segmentor(nn.Module):
         *,
         patch_size: int,
         metadata_keys: Sequence[str] = (),
+        metadata_inputs: Callable[[Mapping[str, Tensor]], dict[str, Tensor]] | None = None,
+        backbone_info: BackboneInfo | None = None,
+        head_builder: Callable[[BackboneInfo], tuple[nn.Module, nn.Module]] | None = None,
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -70,21 +81,30 @@ class Segmentor(nn.Module):
         self.decoder = decoder
         self.patch_size = patch_size
         self.metadata_keys = tuple(metadata_keys)
+        self.metadata_inputs = metadata_inputs
+        self.backbone_info = backbone_info
+        self.head_builder = head_builder
 
     def forward(self, image: Tensor, metadata: dict[str, Tensor] | None = None) -> Tensor:
         """Segment a batch.
 
         Args:
             image: ``[B, C, H, W]``.
-            metadata: per-sample tensors (dates, coordinates, ...); only the backbone's
-                ``metadata_keys`` are used.
+            metadata: the batch's per-sample metadata, ``[B]`` tensors by field name
+                (:mod:`geopeft.cache.metadata`); turned into the backbone's inputs by ``metadata_inputs``.
 
         Returns:
             Logits ``[B, num_classes, H, W]``.
         """
         height, width = image.shape[-2:]
         padded = pad_to_multiple(image, self.patch_size)
-        kwargs = {key: metadata[key] for key in self.metadata_keys if metadata and key in metadata}
+        kwargs = self.metadata_inputs(metadata) if metadata and self.metadata_inputs else {}
+        unexpected = sorted(set(kwargs) - set(self.metadata_keys))
+        if unexpected:
+            raise ConfigError(
+                f"the backbone takes no {', '.join(unexpected)} (it takes {self.metadata_keys or 'no metadata'}); "
+                "drop model.metadata or pick a backbone that encodes it (`geopeft models`)"
+            )
         features = self.backbone(padded, **kwargs)
         grid = (padded.shape[-2] // self.patch_size, padded.shape[-1] // self.patch_size)
         logits: Tensor = self.decoder(self.neck(features, grid=grid))

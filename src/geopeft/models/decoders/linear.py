@@ -8,6 +8,10 @@ so the logits have exactly the padded input size. The layer is named ``conv`` as
 
 On a CNN backbone (DeCUR) the decoder reads the feature map ``in_index`` (default the last, layer4 at
 stride 32) and upsamples by that map's stride (the paper's ``upsampling_size: 32``).
+
+``upsampling`` sets the kernel and stride explicitly; when it is smaller than the map's stride the segmentor
+rescales the logits bilinearly to the input size (TerraTorch's ``rescale: true``). The paper's ViT-Adapter cells
+use ``upsampling: 16`` on the adapter's stride-32 map.
 """
 
 from __future__ import annotations
@@ -28,13 +32,22 @@ class LinearSettings(DecoderSettings):
     Args:
         in_index: the block output to decode; -1 (the default, as in the paper) is the final-norm output,
             other indices are raw block outputs.
+        upsampling: kernel size and stride of the transposed convolution; 0 (the default) is the decoded
+            map's stride, which gives the input size without rescaling.
     """
 
     in_index: int = field(default=-1, metadata={"help": "block output to decode (-1 = last, normed)"})
+    upsampling: int = field(default=0, metadata={"help": "transposed-conv stride; 0 = the map's stride"})
 
     def __post_init__(self) -> None:
-        if not isinstance(self.in_index, int) or isinstance(self.in_index, bool):
-            raise ConfigError(f"decoder linear option in_index must be an integer, got {self.in_index!r}")
+        for name in ("in_index", "upsampling"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ConfigError(f"decoder linear option {name} must be an integer, got {value!r}")
+        if self.upsampling < 0:
+            raise ConfigError(
+                f"decoder linear option upsampling must be >= 0 (0 = the map's stride), got {self.upsampling}"
+            )
 
     def check(self, backbone: BackboneInfo, where: str = "") -> None:
         """Refuse an ``in_index`` outside the backbone's features (blocks of a ViT, maps of a CNN)."""
@@ -70,4 +83,4 @@ class LinearDecoder(nn.Module):
 def build_linear(backbone: BackboneInfo, settings: LinearSettings, num_classes: int) -> tuple[nn.Module, nn.Module]:
     """The neck (select ``in_index``; for a ViT also drop CLS and reshape) and the transposed-convolution decoder."""
     neck, channels, stride = single_map_neck(backbone, settings.in_index)
-    return neck, LinearDecoder(channels, num_classes, stride)
+    return neck, LinearDecoder(channels, num_classes, settings.upsampling or stride)
