@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from helpers import sgd_step
@@ -13,7 +15,7 @@ from geopeft.models.prithvi import HLS_BANDS
 from geopeft.models.registry import create_backbone
 from geopeft.spec import DecoderSpec, ModelSpec, TuningSpec
 from geopeft.tuning import apply_tuning, validate_tuning
-from geopeft.tuning.lora import LoraSettings, QKVSplit, split_qkv
+from geopeft.tuning.lora import LAYOUTS, LoraSettings, QKVSplit, split_qkv
 
 
 def _tiny(num_classes: int = 3):
@@ -111,11 +113,13 @@ def test_one_lora_step_changes_exactly_adapters_and_decoder():
 @pytest.mark.parametrize(
     ("options", "match"),
     [
-        ({"rank": 8}, r"unknown lora option 'rank'; allowed: alpha, dropout, r, target_modules"),
+        ({"rank": 8}, r"unknown lora option 'rank'; allowed: alpha, dropout, freeze_backbone, r, target_modules"),
         ({"r": 0}, r"lora option r must be a positive integer"),
         ({"alpha": -1}, r"lora option alpha"),
         ({"dropout": 1.5}, r"lora option dropout"),
-        ({"target_modules": "q"}, r"target_modules must be a non-empty list"),
+        ({"target_modules": "q"}, r"target_modules must be a list of module names"),
+        ({"target_modules": ["q", ""]}, r"target_modules must be a list of module names"),
+        ({"freeze_backbone": True}, r"freeze_backbone must be false, .* a frozen LoRA backbone trains nothing"),
     ],
 )
 def test_bad_lora_options(options, match):
@@ -126,7 +130,48 @@ def test_bad_lora_options(options, match):
 
 
 def test_default_settings_are_the_papers():
-    assert LoraSettings() == LoraSettings(r=16, alpha=16, dropout=0.0, target_modules=("q", "v", "fc1", "fc2"))
+    assert LoraSettings() == LoraSettings(r=16, alpha=16, dropout=0.0, target_modules=(), freeze_backbone=False)
+    assert [(lay.qkv, lay.targets) for lay in LAYOUTS] == [
+        ("qkv", ("q", "v", "fc1", "fc2")),
+        ("to_qkv", ("q", "v", "net.1", "net.3")),
+    ]
+
+
+def test_lora_clay_targets_split_to_qkv_and_feedforward():
+    with torch.device("meta"):
+        model = build_segmentor(ModelSpec("clay_v1_base"), DecoderSpec("linear"), num_classes=2, img_size=224)
+        apply_tuning(model, TuningSpec("lora"))
+    names = [n for n, p in model.backbone.named_parameters() if p.requires_grad]
+    assert sum(p.numel() for p in model.backbone.parameters() if p.requires_grad) == 2_064_384
+    adapted = {re.sub(r".*layers\.\d+\.", "", n.split(".lora_")[0]) for n in names}
+    assert adapted == {"0.to_qkv.q", "0.to_qkv.v", "1.net.1", "1.net.3"}  # the spec's targets
+    assert len(names) == 12 * 4 * 2
+    assert model.backbone.peft_config["default"].target_modules == {"q", "v", "net.1", "net.3"}
+
+
+def test_lora_clay_keeps_the_output_and_trains_adapters():
+    torch.manual_seed(0)
+    model = build_segmentor(ModelSpec("clay_tiny", bands=HLS_BANDS), DecoderSpec("linear"), num_classes=3, img_size=32)
+    x = torch.randn(2, 6, 32, 32)
+    with torch.no_grad():
+        before = model.eval()(x)
+        apply_tuning(model, TuningSpec("lora"))
+        torch.testing.assert_close(model(x), before, atol=1e-5, rtol=0)
+    split = model.backbone.base_model.model.transformer.layers[0][0].to_qkv
+    assert isinstance(split, QKVSplit) and split.k.bias is None  # Clay's to_qkv has no bias
+    for name, p in model.named_parameters():
+        if ".lora_B." in name:
+            nn.init.normal_(p, std=0.02)
+    changed = sgd_step(model)
+    assert changed == {n for n, p in model.named_parameters() if p.requires_grad}
+    assert sum(".lora_A." in n for n in changed) == 2 * 4
+
+
+def test_lora_refuses_a_backbone_without_qkv():
+    torch.manual_seed(0)
+    model = build_segmentor(ModelSpec("resnet_tiny"), DecoderSpec("linear"), num_classes=2, img_size=64)
+    with pytest.raises(ConfigError, match=r"cell y: lora applies to ViT backbones .* ResNetEncoder has none"):
+        apply_tuning(model, TuningSpec("lora"), where="cell y")
 
 
 def test_target_that_matches_nothing_is_named():
@@ -139,3 +184,28 @@ def test_lora_twice_is_refused():
     apply_tuning(model, TuningSpec("lora"))
     with pytest.raises(ConfigError, match="already wrapped"):
         apply_tuning(model, TuningSpec("lora"))
+
+
+def test_autocast_shares_one_cast_and_keeps_the_values():
+    torch.manual_seed(0)
+    fused = nn.Linear(64, 192)
+    split = QKVSplit(fused)
+    x = torch.randn(3, 17, 64)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = split(x)
+        assert out.dtype == torch.bfloat16
+        torch.testing.assert_close(out, fused(x), atol=0, rtol=0)  # autocast's own cast, done once
+    model = _tiny().eval()
+    apply_tuning(model, TuningSpec("lora"))
+    for name, p in model.named_parameters():
+        if ".lora_B." in name:
+            nn.init.normal_(p, std=0.02)
+    x = torch.randn(2, 6, 32, 32)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        shared = model(x)
+        for module in model.modules():  # peft's default path: cast back to float32, autocast casts again
+            if hasattr(module, "cast_input_dtype_enabled"):
+                module.cast_input_dtype_enabled = True
+                module._forward_pre_hooks.clear()
+        default = model(x)
+    torch.testing.assert_close(shared, default, atol=0, rtol=0)

@@ -28,7 +28,7 @@ def _tiny(seed: int = 0):
 
 
 def test_registered_methods():
-    assert set(tuning_names()) == {"full", "linear_probe", "lora"}
+    assert {"full", "linear_probe", "lora", "vpt"} <= set(tuning_names())
 
 
 def test_validate_tuning_does_not_import_peft():
@@ -47,7 +47,10 @@ def test_validate_tuning_does_not_import_peft():
     [
         (TuningSpec("qlora"), r"unknown tuning method 'qlora'; allowed: full, linear_probe, lora"),
         (TuningSpec("full", {"lr": 1}), r"unknown full option 'lr'; allowed: \(none\)"),
-        (TuningSpec("lora", {"r": 8, "alpah": 3}), r"unknown lora option 'alpah'; allowed: alpha, dropout, r"),
+        (
+            TuningSpec("lora", {"r": 8, "alpah": 3}),
+            r"unknown lora option 'alpah'; allowed: alpha, dropout, freeze_backbone, r",
+        ),
     ],
 )
 def test_validate_tuning_errors(spec, match):

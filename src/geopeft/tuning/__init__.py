@@ -1,11 +1,11 @@
-"""Fine-tuning methods; importing the package registers ``full``, ``linear_probe`` and ``lora``.
+"""Fine-tuning methods; importing the package registers ``full``, ``linear_probe``, ``lora`` and ``vpt``.
 
 ``peft`` is not imported here: it is loaded when LoRA is applied.
 """
 
 from __future__ import annotations
 
-from geopeft.tuning import freeze, lora
+from geopeft.tuning import freeze, lora, vit_adapter, vpt
 from geopeft.tuning.registry import (
     ParamReport,
     apply_tuning,
@@ -26,4 +26,6 @@ __all__ = [
     "trainable_state_dict",
     "tuning_names",
     "validate_tuning",
+    "vit_adapter",
+    "vpt",
 ]

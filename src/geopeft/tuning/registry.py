@@ -98,14 +98,19 @@ def tuning_settings(spec: TuningSpec, where: str = "") -> Any:
     return settings_from_options(method.settings_cls, spec.opts, spec.method, where)
 
 
-def validate_tuning(spec: TuningSpec, where: str = "") -> None:
+def validate_tuning(spec: TuningSpec, where: str = "", backbone: str | None = None) -> None:
     """Plan-time check of a tuning spec; builds nothing and imports no tuning library.
 
     Args:
         spec: the tuning spec.
         where: file or cell the spec came from, prepended to messages.
+        backbone: the cell's backbone name; a method whose settings have ``check_backbone(name, where)``
+            (e.g. ``vit_adapter``, Prithvi only) refuses a backbone it cannot tune.
     """
-    tuning_settings(spec, where)
+    settings = tuning_settings(spec, where)
+    check = getattr(settings, "check_backbone", None)
+    if backbone is not None and check is not None:
+        check(backbone, where)
 
 
 def count_parameters(model: nn.Module) -> ParamReport:
@@ -134,12 +139,15 @@ def trainable_state_dict(model: nn.Module) -> dict[str, Tensor]:
     """What a checkpoint must hold to restore training: the trained parameters and their modules' buffers.
 
     That is every parameter with ``requires_grad``, plus the persistent buffers (e.g. BatchNorm running
-    statistics) of each module that directly owns such a parameter. Names are ``model.state_dict()`` keys.
+    statistics) of each module that directly owns such a parameter, plus the running statistics of every
+    BatchNorm layer, trained or not: a frozen BatchNorm in train mode still updates them (linear probing
+    of a ResNet, see :mod:`geopeft.tuning.freeze`). Names are ``model.state_dict()`` keys.
     """
     out: dict[str, Tensor] = {}
     for prefix, module in model.named_modules():
         own = dict(module.named_parameters(recurse=False))
-        if not any(p.requires_grad for p in own.values()):
+        is_bn = isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats
+        if not is_bn and not any(p.requires_grad for p in own.values()):
             continue
         dot = f"{prefix}." if prefix else ""
         out.update({dot + name: p.detach() for name, p in own.items() if p.requires_grad})
