@@ -1,8 +1,14 @@
 """The callable each array task runs: the cell at one manifest index.
 
 It is small and pickled by submitit; the heavy imports (torch, peft) happen inside ``__call__`` on
-the compute node. As a ``Checkpointable``, a timeout or preemption resubmits a fresh instance with
-the same index, and the cell resumes from ``ckpt/last.pt`` in its directory.
+the compute node. With several tasks per job (``srun``, one per GPU) every task calls it and the cell
+takes its ranks from SLURM's variables; only rank 0 writes files.
+
+SIGUSR2 (``--signal=USR2@N``, SLURM's warning before the time limit) has one owner at a time. While the cell
+trains, :class:`geopeft.train.faults.Preemption` owns it: the ranks stop together at an optimiser step, rank 0
+writes ``ckpt/last.pt`` and the attempt ends as ``preempted``, after which the cell runs ``scontrol requeue`` on
+this array task itself. Before and after training submitit's own handler is in place; as a ``Checkpointable``
+this task is then resubmitted with the same index. Either way the cell resumes from ``ckpt/last.pt``.
 """
 
 from __future__ import annotations

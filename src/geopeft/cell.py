@@ -12,23 +12,27 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
-from typing import Any
 
 import torch
-from torch.utils.data import DataLoader
 
 from geopeft.attempts import end_attempt, start_attempt
-from geopeft.cache.reader import CacheDataset, open_split
+from geopeft.cache.reader import open_split
 from geopeft.data.registry import get_dataset
 from geopeft.errors import CacheError, CellFailed, ConfigError, DataError, GeopeftError
 from geopeft.io import atomic_write_json, read_json
 from geopeft.models.build import build_segmentor, resolve_bands
+from geopeft.models.pretrained import describe_weights
 from geopeft.paths import CellPaths
 from geopeft.provenance import provenance
 from geopeft.result import CellResult, RegionMetrics, TrainSummary, failure_record
 from geopeft.spec import CellSpec, RunEnv
 from geopeft.train import checkpoint
-from geopeft.train.engine import evaluate, fit
+from geopeft.train.distributed import DistEnv, process_group
+from geopeft.train.engine import FitData, evaluate, fit
+from geopeft.train.faults import requeue
+from geopeft.train.loaders import eval_loader
+from geopeft.train.retry import AttemptCounter, retry_oom, starting_layout
+from geopeft.train.sampling import BatchLayout
 from geopeft.tuning.registry import apply_tuning, load_trainable_state_dict, trainable_state_dict
 
 Log = Callable[[str], None]
@@ -47,36 +51,55 @@ def run_cell(spec: CellSpec, env: RunEnv, paths: CellPaths, *, log: Log = _log) 
         paths: the cell directory (``paths.dir`` ends with ``spec.cell_id``).
         log: sink for progress lines.
 
+    Every rank of a multi-process launch (torchrun, or srun with one task per GPU) calls it; the ranks come from
+    the environment (:class:`~geopeft.train.distributed.DistEnv`), all of them train and test, and only rank 0
+    logs and writes files. A preempted cell (SIGUSR2) is requeued under SLURM after its records are written.
+
     Raises:
         CellFailed: (or the original exception) after ``failed.json`` was written.
     """
-    _write_spec(spec, paths)
+    ranks = DistEnv.from_env(spec.cell_id)
+    if not ranks.is_main:
+        log = _silent
+    else:
+        _write_spec(spec, paths)
     if paths.result.exists():
         log(f"{spec.slug} [{spec.cell_id}]: already done, {paths.result}")
         return CellResult.from_dict(read_json(paths.result), str(paths.result))
-    attempt = start_attempt(paths)
-    log(f"{spec.slug} [{spec.cell_id}]: attempt {attempt} in {paths.dir}")
+    attempt = AttemptCounter(start_attempt(paths) if ranks.is_main else 0)
+    log(f"{spec.slug} [{spec.cell_id}]: attempt {attempt.number} in {paths.dir} ({ranks.world_size} rank(s))")
     try:
-        result = _train_and_test(spec, env, paths, log)
+        device = ranks.device(resolve_device(env.device).type)
+        with process_group(ranks, device, always=spec.train.strategy.startswith("deepspeed")):
+            result = _train_and_test(spec, env, paths, log, ranks, attempt)
     except BaseException as exc:
         reason = classify(exc)
+        if not ranks.is_main:
+            raise
         record = failure_record(
             spec.cell_id,
             spec.slug,
             reason,
             f"{type(exc).__name__}: {exc}",
             "".join(traceback.format_exception(exc)[-12:]),
-            attempt,
+            attempt.number,
             {"time": time.time()},
         )
         atomic_write_json(paths.failed, record)
-        end_attempt(paths, attempt, "canceled" if reason == "canceled" else "failed", reason)
+        end_attempt(paths, attempt.number, "canceled" if reason == "canceled" else "failed", reason)
+        if reason == "preempted" and (job := requeue()):
+            log(f"{spec.slug} [{spec.cell_id}]: preempted; requeued SLURM job {job}")
         raise
-    atomic_write_json(paths.result, result.to_dict())
-    paths.failed.unlink(missing_ok=True)
-    end_attempt(paths, attempt, "success")
+    if ranks.is_main:
+        atomic_write_json(paths.result, result.to_dict())
+        paths.failed.unlink(missing_ok=True)
+        end_attempt(paths, attempt.number, "success")
     log(f"{spec.slug} [{spec.cell_id}]: done, {paths.result}")
     return result
+
+
+def _silent(message: str) -> None:
+    """The log of ranks other than 0."""
 
 
 def classify(exc: BaseException) -> str:
@@ -115,17 +138,6 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _loader(ds: CacheDataset, env: RunEnv, batch_size: int, *, train: bool) -> DataLoader[dict[str, Any]]:
-    return DataLoader(
-        ds,
-        batch_size=batch_size,
-        shuffle=train,
-        drop_last=train,
-        num_workers=env.num_workers,
-        persistent_workers=env.num_workers > 0,
-    )
-
-
 def _peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
@@ -137,17 +149,22 @@ def _device_name(device: torch.device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
 
 
-def _train_and_test(spec: CellSpec, env: RunEnv, paths: CellPaths, log: Log) -> CellResult:
+def _train_and_test(
+    spec: CellSpec, env: RunEnv, paths: CellPaths, log: Log, ranks: DistEnv, attempt: AttemptCounter
+) -> CellResult:
     started = time.time()
     if env.threads:
         torch.set_num_threads(env.threads)
-    device = resolve_device(env.device)
+    device = ranks.device(resolve_device(env.device).type)
     checkpoint.seed_everything(spec.seed)
     info = get_dataset(spec.dataset, where=spec.slug)
     bands = resolve_bands(spec.model)
     split_names = (info.train_split, info.val_split, *info.regions)
     splits = {
-        s: open_split(env.cache_root, spec.dataset, s, bands=bands, train=s == info.train_split) for s in split_names
+        s: open_split(
+            env.cache_root, spec.dataset, s, bands=bands, train=s == info.train_split, metadata=spec.model.metadata
+        )
+        for s in split_names
     }
     train_ds = splits[info.train_split]
     if len(train_ds) < spec.train.batch_size:
@@ -157,30 +174,47 @@ def _train_and_test(spec: CellSpec, env: RunEnv, paths: CellPaths, log: Log) -> 
         )
     img_size = int(splits[info.val_split][0]["image"].shape[-1])
     model = build_segmentor(
-        spec.model, spec.decoder, num_classes=len(info.classes), img_size=img_size, where=spec.slug
+        spec.model,
+        spec.decoder,
+        num_classes=len(info.classes),
+        img_size=img_size,
+        where=spec.slug,
+        weights_root=env.weights_root,
     )
     report = apply_tuning(model, spec.tuning, where=spec.slug)
     model.to(device)
     log(f"{spec.slug}: {report.trainable:,} of {report.total:,} parameters trainable ({100 * report.fraction:.2f} %)")
 
-    batch = spec.train.batch_size
-    outcome = fit(
-        model,
-        spec.train,
-        (_loader(train_ds, env, batch, train=True), _loader(splits[info.val_split], env, batch, train=False)),
-        paths,
-        device,
-        num_classes=len(info.classes),
-        trainable_state=lambda: trainable_state_dict(model),
+    data = FitData(train_ds, splits[info.val_split], env.num_workers)
+    outcome = retry_oom(
+        lambda layout: fit(
+            model,
+            spec.train,
+            data,
+            paths,
+            device,
+            layout=layout,
+            seed=spec.seed,
+            rank=ranks.rank,
+            num_classes=len(info.classes),
+            trainable_state=lambda: trainable_state_dict(model),
+            log=log,
+        ),
+        starting_layout(paths, BatchLayout.full(spec.train.batch_size, ranks.world_size)),
+        model=model,
+        paths=paths,
+        attempt=attempt,
+        is_main=ranks.is_main,
         log=log,
     )
+    batch = max(spec.train.batch_size // ranks.world_size, 1)
     load_trainable_state_dict(model, checkpoint.load(paths.best_ckpt)["model"])
     regions: dict[str, RegionMetrics] = {}
     for region in info.regions:
         ds = splits[region]
         metrics = evaluate(
             model,
-            _loader(ds, env, batch, train=False),
+            eval_loader(ds, batch, ranks.rank, ranks.world_size, env.num_workers),
             device,
             num_classes=len(info.classes),
             precision=spec.train.precision,
@@ -202,10 +236,23 @@ def _train_and_test(spec: CellSpec, env: RunEnv, paths: CellPaths, log: Log) -> 
             samples_per_s=outcome.samples_per_s,
             peak_memory_mb=_peak_memory_mb(device),
             device=_device_name(device),
-            world_size=1,
+            world_size=ranks.world_size,
             resumed_from_epoch=outcome.resumed_from_epoch,
         ),
         params=report.to_dict(),
-        provenance={**provenance(), "argv": sys.argv, "env": env.to_dict()},
+        provenance={
+            **provenance(),
+            "argv": sys.argv,
+            "env": env.to_dict(),
+            "determinism": checkpoint.determinism(),
+            "distributed": {
+                "launcher": ranks.launcher,
+                "world_size": ranks.world_size,
+                "strategy": spec.train.strategy,
+                "micro_batch": outcome.layout.micro_batch,
+                "accumulation": outcome.layout.accumulation,
+            },
+            "weights": describe_weights(spec.model.weights, env.weights_root),
+        },
         cache_keys={s: ds.key for s, ds in splits.items()},
     )

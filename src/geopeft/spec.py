@@ -7,10 +7,12 @@ paths, worker counts or the cluster never change it. Where things run lives in :
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import MISSING, asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 from geopeft.errors import ConfigError, unknown_choice
@@ -19,6 +21,10 @@ from geopeft.errors import ConfigError, unknown_choice
 SPEC_VERSION = 1
 
 PRECISIONS = ("fp32", "bf16")
+#: Per-sample metadata a cell may feed its backbone, in canonical order: ``time`` (acquisition date and hour) and
+#: ``location`` (latitude and longitude of the chip centre). The GSD is not listed: backbones that read it (Clay)
+#: always get the dataset's.
+METADATA_KINDS = ("time", "location")
 STRATEGIES = ("ddp", "deepspeed_zero1", "deepspeed_zero2", "deepspeed_zero3")
 
 Options = tuple[tuple[str, Any], ...]
@@ -47,14 +53,39 @@ class ModelSpec:
         name: backbone registry name, e.g. ``prithvi_eo_v2_300`` or ``prithvi_tiny``.
         bands: input bands by name; empty means the backbone's default bands.
         weights: ``none`` for random init, else the name of a registered weights file.
+        metadata: per-sample metadata fed to the backbone, a subset of :data:`METADATA_KINDS` (stored in that
+            order); empty, the paper's default, feeds none. Only backbones that encode it accept it (Prithvi TL
+            variants, Clay), and only datasets that record it.
     """
 
     name: str = field(metadata={"help": "backbone registry name"})
     bands: tuple[str, ...] = field(default=(), metadata={"help": "input bands; () = backbone default"})
     weights: str = field(default="none", metadata={"help": "'none' or a registered weights name"})
+    metadata: tuple[str, ...] = field(default=(), metadata={"help": "subset of time, location; () = none"})
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "bands", tuple(self.bands))
+        object.__setattr__(self, "metadata", _metadata_kinds(self.metadata, self.name))
+
+    @property
+    def label(self) -> str:
+        """The name as tables show it: ``name`` plus ``+kind`` per metadata kind, e.g. ``prithvi_tiny_tl+time``."""
+        return "".join((self.name, *(f"+{kind}" for kind in self.metadata)))
+
+
+def _metadata_kinds(value: Any, model: str) -> tuple[str, ...]:
+    """``model.metadata`` checked and put in :data:`METADATA_KINDS` order."""
+    if isinstance(value, str) or not isinstance(value, (list, tuple)):
+        raise ConfigError(
+            f"model {model}: metadata must be a list drawn from {', '.join(METADATA_KINDS)}, got {value!r}; "
+            "e.g. metadata: [time, location]"
+        )
+    unknown = [v for v in value if v not in METADATA_KINDS]
+    if unknown:
+        raise unknown_choice("model.metadata kind", unknown[0], METADATA_KINDS, f"model {model}")
+    if len(set(value)) != len(value):
+        raise ConfigError(f"model {model}: metadata lists a kind twice ({list(value)}); give each once")
+    return tuple(kind for kind in METADATA_KINDS if kind in value)
 
 
 @dataclass(frozen=True)
@@ -171,6 +202,11 @@ class CellSpec:
         d["tuning"]["options"] = dict(self.tuning.options)
         d["decoder"]["options"] = dict(self.decoder.options)
         d["model"]["bands"] = list(self.model.bands)
+        # Added after SPEC_VERSION 1: written only when set, so every cell id from before stays the same.
+        if self.model.metadata:
+            d["model"]["metadata"] = list(self.model.metadata)
+        else:
+            del d["model"]["metadata"]
         return d
 
     @classmethod
@@ -193,15 +229,15 @@ class CellSpec:
         """The hashed form: sorted keys, no whitespace, plus :data:`SPEC_VERSION`."""
         return json.dumps({"spec_version": SPEC_VERSION, **self.to_dict()}, sort_keys=True, separators=(",", ":"))
 
-    @property
+    @functools.cached_property
     def cell_id(self) -> str:
-        """12 hex digits of the SHA-256 of :meth:`canonical_json`."""
+        """12 hex digits of the SHA-256 of :meth:`canonical_json` (computed once: planning 10,000 cells asks often)."""
         return hashlib.sha256(self.canonical_json().encode()).hexdigest()[:12]
 
     @property
     def slug(self) -> str:
-        """A readable name, e.g. ``prithvi_tiny/lora/linear/sen1floods11/s0``."""
-        return f"{self.model.name}/{self.tuning.method}/{self.decoder.name}/{self.dataset}/s{self.seed}"
+        """A readable name, e.g. ``prithvi_tiny/lora/linear/sen1floods11/s0`` (the model's :attr:`ModelSpec.label`)."""
+        return f"{self.model.label}/{self.tuning.method}/{self.decoder.name}/{self.dataset}/s{self.seed}"
 
 
 def _check_keys(d: Mapping[str, Any], cls: type, where: str) -> None:
@@ -224,14 +260,19 @@ class RunEnv:
         num_workers: DataLoader workers per rank.
         threads: torch intra-op threads per process (0 = torch's default).
         device: ``auto``, ``cpu`` or ``cuda``.
+        weights_root: directory of the pretrained weights files (``<weights_root>/<file>``, fetched with
+            ``geopeft weights fetch``); empty means ``weights`` beside the cache directory.
     """
 
     cache_root: str
     num_workers: int = 0
     threads: int = 0
     device: str = "auto"
+    weights_root: str = ""
 
     def __post_init__(self) -> None:
+        if not self.weights_root:
+            object.__setattr__(self, "weights_root", str(Path(self.cache_root).parent / "weights"))
         if self.device not in ("auto", "cpu", "cuda"):
             raise unknown_choice("env.device", self.device, ("auto", "cpu", "cuda"))
         if self.num_workers < 0 or self.threads < 0:

@@ -59,3 +59,16 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def determinism() -> dict[str, Any]:
+    """The settings that decide whether a rerun repeats a cell bit for bit (recorded in ``result.json``)."""
+    return {
+        "seeded": ["python", "numpy", "torch", "dataloader workers"],
+        "data_order": "permutation drawn from (seed, epoch); D4 element from (seed, epoch, sample index)",
+        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+        "cudnn_deterministic": torch.backends.cudnn.deterministic,
+        "cudnn_benchmark": torch.backends.cudnn.benchmark,
+        "float32_matmul_precision": torch.get_float32_matmul_precision(),
+        "threads": torch.get_num_threads(),
+    }

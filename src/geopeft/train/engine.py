@@ -1,7 +1,11 @@
 """One training protocol for every cell: AdamW, ReduceLROnPlateau and early stopping on validation loss.
 
-The best-validation-loss weights go to ``ckpt/best.pt``; the full training state goes to
-``ckpt/last.pt`` after every epoch, so a killed or requeued cell resumes where it stopped.
+The best-validation-loss weights go to ``ckpt/best.pt``; the full training state goes to ``ckpt/last.pt`` after
+every epoch, and after the optimiser step at which the ranks agreed to stop on SIGUSR2 (with the step to resume
+at), so a killed, preempted or requeued cell resumes where it stopped and ends with the metrics of an uninterrupted
+run. Both are written by rank 0 only, in a form that does not depend on the world size or the strategy
+(:mod:`geopeft.train.strategy`). The data order and augmentation are functions of (seed, epoch, sample)
+(:mod:`geopeft.train.loaders`), and the RNG states are saved, so resuming needs no replay of skipped batches.
 """
 
 from __future__ import annotations
@@ -14,17 +18,21 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader
 
+from geopeft.cache.reader import CacheDataset
 from geopeft.errors import CellFailed
 from geopeft.io import append_jsonl, atomic_write_json
 from geopeft.paths import CellPaths
-from geopeft.result import RegionMetrics
 from geopeft.spec import TrainSpec
-from geopeft.train import checkpoint
-from geopeft.train.metrics import SplitMetrics
+from geopeft.train import checkpoint, faults
+from geopeft.train.distributed import all_reduce_sum, any_rank, barrier
+from geopeft.train.loaders import TrainLoader, eval_loader
+from geopeft.train.loop import evaluate, nan_failure, segmentation_loss, train_epoch
+from geopeft.train.sampling import BatchLayout
+from geopeft.train.strategy import Strategy, make_strategy
+
+__all__ = ["EarlyStopping", "FitData", "FitOutcome", "evaluate", "fit", "segmentation_loss"]
 
 Batch = dict[str, Any]
 
@@ -69,147 +77,180 @@ class FitOutcome:
     time_per_epoch_s: float
     samples_per_s: float
     resumed_from_epoch: int
+    layout: BatchLayout
 
 
-def segmentation_loss(logits: torch.Tensor, mask: torch.Tensor, ignore_index: int = -1) -> tuple[torch.Tensor, int]:
-    """Cross-entropy averaged over labelled pixels; returns (loss, labelled pixel count).
+@dataclass(frozen=True)
+class FitData:
+    """What :func:`fit` trains and validates on.
 
-    A batch without labelled pixels gives a zero loss that still carries the graph, where
-    ``F.cross_entropy(reduction="mean")`` would return NaN.
+    Args:
+        train: the training split (with augmentation).
+        val: the validation split.
+        num_workers: DataLoader workers per rank.
     """
-    total = F.cross_entropy(logits.float(), mask, ignore_index=ignore_index, reduction="sum")
-    count = int((mask != ignore_index).sum())
-    return total / max(count, 1), count
+
+    train: CacheDataset
+    val: CacheDataset
+    num_workers: int = 0
 
 
-def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+@dataclass(frozen=True)
+class _Resume:
+    """Where a checkpoint says to continue: after ``epoch`` whole epochs, at ``step`` of the next one."""
+
+    epoch: int = 0
+    step: int = 0
+    loss_sum: float = 0.0  # training loss summed over the resumed epoch's finished steps, every rank
+    seen: int = 0
 
 
-def _to(batch: Batch, device: torch.device) -> Batch:
-    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-
-
-def _check_finite(loss: torch.Tensor, epoch: int, step: int) -> None:
-    if not torch.isfinite(loss):
-        raise CellFailed(
-            f"loss is {loss.item()} at epoch {epoch}, step {step}; lower the learning rate or use fp32",
-            reason="nan",
-        )
-
-
-def train_one_epoch(
-    model: nn.Module,
-    loader: DataLoader[Batch],
-    optimizer: torch.optim.Optimizer,
-    device: torch.device,
-    *,
-    precision: str,
-    epoch: int,
-) -> tuple[float, int]:
-    """One pass over the training loader; returns (mean loss, samples seen)."""
-    model.train()
-    loss_sum, seen = 0.0, 0
-    for step, batch in enumerate(loader):
-        batch = _to(batch, device)
-        with _autocast(device, precision):
-            logits = model(batch["image"])
-        loss, _ = segmentation_loss(logits, batch["mask"])
-        _check_finite(loss, epoch, step)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()  # type: ignore[no-untyped-call]  # torch leaves Tensor.backward unannotated
-        optimizer.step()
-        n = int(batch["image"].shape[0])
-        loss_sum += float(loss.detach()) * n
-        seen += n
-    return loss_sum / max(seen, 1), seen
-
-
-@torch.no_grad()
-def evaluate(
-    model: nn.Module, loader: DataLoader[Batch], device: torch.device, *, num_classes: int, precision: str
-) -> RegionMetrics:
-    """Metrics of ``model`` over every sample of ``loader`` (each counted exactly once)."""
-    model.eval()
-    metrics = SplitMetrics(num_classes)
-    for batch in loader:
-        batch = _to(batch, device)
-        with _autocast(device, precision):
-            logits = model(batch["image"])
-        loss, _ = segmentation_loss(logits, batch["mask"])
-        metrics.update(logits, batch["mask"], float(loss) * int(batch["mask"].shape[0]))
-    return metrics.compute()
+def _restore(
+    state: dict[str, Any], strategy: Strategy, scheduler: Any, stopper: EarlyStopping, is_main: bool
+) -> _Resume:
+    strategy.load_optimizer_state(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    stopper.load_state_dict(state["stopper"])
+    checkpoint.set_rng_state(state["rng"])
+    loss_sum, seen = state.get("partial", (0.0, 0)) if is_main else (0.0, 0)  # rank 0 carries the sums
+    return _Resume(int(state["epoch"]), int(state.get("step", 0)), float(loss_sum), int(seen))
 
 
 def fit(
     model: nn.Module,
     spec: TrainSpec,
-    loaders: tuple[DataLoader[Batch], DataLoader[Batch]],
+    data: FitData,
     paths: CellPaths,
     device: torch.device,
     *,
+    layout: BatchLayout,
+    seed: int,
+    rank: int = 0,
     num_classes: int,
     trainable_state: Callable[[], dict[str, torch.Tensor]],
     log: Callable[[str], None] = print,
 ) -> FitOutcome:
-    """Train with the paper's protocol, resuming from ``paths.last_ckpt`` when it exists."""
-    train_loader, val_loader = loaders
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=spec.lr, weight_decay=spec.weight_decay)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, patience=spec.lr_patience, factor=spec.lr_factor)
+    """Train with the paper's protocol on every rank, resuming from ``paths.last_ckpt`` when it exists.
+
+    Args:
+        model: the model on ``device`` (the plain module: the strategy wraps it, or trains a copy of it under
+            ZeRO-3); it holds the trained weights whenever it is evaluated or saved, and when ``fit`` returns.
+        spec: the optimisation settings.
+        data: the training and validation splits.
+        paths: the cell directory (rank 0 writes checkpoints, the metrics log and progress there).
+        device: this rank's device.
+        layout: ranks x accumulation x micro-batch making up ``spec.batch_size``.
+        seed: the cell's seed (data order and augmentation per epoch).
+        rank: this rank.
+        num_classes: classes of the dataset.
+        trainable_state: the weights ``best.pt`` keeps.
+        log: sink for progress lines (rank 0's).
+
+    Raises:
+        CellFailed: class ``nan`` for a non-finite loss; :class:`~geopeft.train.faults.Preempted` after SIGUSR2.
+    """
+    is_main = rank == 0
+    state = checkpoint.load(paths.last_ckpt) if paths.last_ckpt.exists() else None
+    if state is not None:
+        model.load_state_dict(state["model"])  # before the strategy copies the weights (DeepSpeed's master copy)
+    strategy = make_strategy(model, spec, layout, device)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        strategy.optimizer, patience=spec.lr_patience, factor=spec.lr_factor
+    )
     stopper = EarlyStopping(spec.patience)
-    start_epoch = 0
-    if paths.last_ckpt.exists():
-        state = checkpoint.load(paths.last_ckpt)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        stopper.load_state_dict(state["stopper"])
-        checkpoint.set_rng_state(state["rng"])
-        start_epoch = int(state["epoch"])
-        log(f"resuming after epoch {start_epoch} from {paths.last_ckpt}")
-    resumed_from = start_epoch
-    train_time, samples = 0.0, 0
-    epoch = start_epoch
-    while epoch < spec.max_epochs and not stopper.should_stop:
-        epoch += 1
-        started = time.perf_counter()
-        train_loss, seen = train_one_epoch(
-            model, train_loader, optimizer, device, precision=spec.precision, epoch=epoch
-        )
-        val = evaluate(model, val_loader, device, num_classes=num_classes, precision=spec.precision)
-        train_time += time.perf_counter() - started
-        samples += seen
-        _check_finite(torch.tensor(val.loss), epoch, -1)
-        scheduler.step(val.loss)
-        if stopper.step(val.loss, epoch):
-            checkpoint.save(paths.best_ckpt, {"epoch": epoch, "model": trainable_state()})
-        checkpoint.save(
-            paths.last_ckpt,
-            {
-                "epoch": epoch,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "stopper": stopper.state_dict(),
-                "rng": checkpoint.rng_state(),
-            },
-        )
-        lr = optimizer.param_groups[0]["lr"]
-        record = {"epoch": epoch, "train_loss": train_loss, "val_loss": val.loss, "val_miou": val.miou, "lr": lr}
-        append_jsonl(paths.metrics_log, record)
-        atomic_write_json(paths.progress, {"epoch": epoch, "max_epochs": spec.max_epochs, "time": time.time()})
-        log(
-            f"epoch {epoch:3d}/{spec.max_epochs} train_loss {train_loss:.4f} val_loss {val.loss:.4f} "
-            f"val_mIoU {100 * val.miou:.2f} lr {lr:.2e}{' *' if stopper.best_epoch == epoch else ''}"
-        )
-    epochs_here = max(epoch - start_epoch, 1)
+    at = _Resume() if state is None else _restore(state, strategy, scheduler, stopper, is_main)
+    if state is not None:
+        log(f"resuming at epoch {at.epoch + 1}, step {at.step} from {paths.last_ckpt}")
+    del state
+    train = TrainLoader(data.train, layout, rank, seed, data.num_workers)
+    val_loader = eval_loader(data.val, layout.micro_batch, rank, layout.world_size, data.num_workers)
+
+    def save(resume: _Resume) -> None:
+        payload = {
+            "epoch": resume.epoch,
+            "step": resume.step,
+            "partial": (resume.loss_sum, resume.seen),
+            "model": model.state_dict(),
+            "optimizer": strategy.optimizer_state(),  # a collective under ZeRO: every rank builds it
+            "scheduler": scheduler.state_dict(),
+            "stopper": stopper.state_dict(),
+            "rng": checkpoint.rng_state(),
+        }
+        if is_main:
+            checkpoint.save(paths.last_ckpt, payload)
+
+    resumed_from, train_time, samples = at.epoch, 0.0, 0
+    with faults.Preemption() as preemption, contextlib.closing(strategy):
+        while at.epoch < spec.max_epochs and not stopper.should_stop:
+            epoch, started = at.epoch + 1, time.perf_counter()
+
+            def on_preempt(next_step: int, loss_sum: float, seen: int, epoch: int = epoch, at: _Resume = at) -> None:
+                total, count = all_reduce_sum([at.loss_sum + loss_sum, at.seen + seen])
+                strategy.sync_model()
+                save(_Resume(epoch - 1, next_step, total, int(count)))
+
+            loss_sum, seen = train_epoch(
+                strategy,
+                train.epoch(epoch, at.step),
+                layout,
+                steps=(at.step, train.steps),
+                epoch=epoch,
+                device=device,
+                precision=spec.precision,
+                preemption=preemption,
+                on_preempt=on_preempt,
+                is_main=is_main,
+            )
+            loss_sum, count = all_reduce_sum([at.loss_sum + loss_sum, at.seen + seen])
+            strategy.sync_model()  # ``model`` gets the trained weights (gathered under ZeRO-3)
+            val = evaluate(model, val_loader, device, num_classes=num_classes, precision=spec.precision)
+            train_time += time.perf_counter() - started
+            samples += int(count) - at.seen
+            if val.n != len(data.val):
+                raise CellFailed(f"validation counted {val.n} samples of {len(data.val)}; report this as a bug")
+            if not math.isfinite(val.loss):
+                raise nan_failure(val.loss, epoch, -1)
+            scheduler.step(val.loss)
+            if stopper.step(val.loss, epoch):
+                best = trainable_state()
+                if is_main:
+                    checkpoint.save(paths.best_ckpt, {"epoch": epoch, "model": best})
+            at = _Resume(epoch)
+            save(at)
+            train_loss = loss_sum / max(count, 1)
+            if is_main:
+                _report(paths, spec, epoch, train_loss, val.loss, val.miou, strategy, stopper, log)
+            if any_rank([preemption.requested])[0]:
+                raise faults.Preempted(f"stopped by SIGUSR2 after epoch {epoch}; the checkpoint is written")
+    barrier()  # best.pt is complete before any rank reads it
+    epochs_here = max(at.epoch - resumed_from, 1)
     return FitOutcome(
         best_epoch=stopper.best_epoch,
-        epochs_run=epoch,
+        epochs_run=at.epoch,
         time_per_epoch_s=train_time / epochs_here,
         samples_per_s=samples / train_time if train_time > 0 else 0.0,
         resumed_from_epoch=resumed_from,
+        layout=layout,
+    )
+
+
+def _report(
+    paths: CellPaths,
+    spec: TrainSpec,
+    epoch: int,
+    train_loss: float,
+    val_loss: float,
+    val_miou: float,
+    strategy: Strategy,
+    stopper: EarlyStopping,
+    log: Callable[[str], None],
+) -> None:
+    """Rank 0's per-epoch records: a metrics line, the progress file and a log line."""
+    lr = strategy.optimizer.param_groups[0]["lr"]
+    record = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_miou": val_miou, "lr": lr}
+    append_jsonl(paths.metrics_log, record)
+    atomic_write_json(paths.progress, {"epoch": epoch, "max_epochs": spec.max_epochs, "time": time.time()})
+    log(
+        f"epoch {epoch:3d}/{spec.max_epochs} train_loss {train_loss:.4f} val_loss {val_loss:.4f} "
+        f"val_mIoU {100 * val_miou:.2f} lr {lr:.2e}{' *' if stopper.best_epoch == epoch else ''}"
     )

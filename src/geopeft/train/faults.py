@@ -1,0 +1,113 @@
+"""Faults during training: SLURM's warning signal, requeueing, and test hooks that inject faults.
+
+SIGUSR2 has one owner at a time. submitit installs its own handler in every job before the cell starts
+(``submitit/core/job_environment.py``: ``checkpoint_and_try_requeue`` calls the task's ``checkpoint``, requeues
+and ``sys.exit``-s from inside the handler, wherever the main thread happens to be). While :func:`fit` trains,
+:class:`Preemption` replaces it with a handler that only sets a flag; the training loop looks at the flag at each
+optimiser-step boundary, the ranks agree with one all-reduce (a signal delivered to some ranks only stops them
+all at the same step), rank 0 writes the checkpoint and the loop raises :class:`Preempted`. The cell then records
+the attempt as ``preempted`` and, under SLURM, :func:`requeue` puts the array task back in the queue; under the
+local executor ``geopeft rerun`` resumes it. Outside training submitit's handler is back in place.
+
+Test hooks (environment variables; never set them in production):
+
+- ``GEOPEFT_FAULT_AT=SIGNAL@EPOCH:STEP`` sends ``SIGNAL`` (``USR2`` or ``KILL``) to this process on rank 0 just
+  before optimiser step ``STEP`` (0-based) of epoch ``EPOCH`` (1-based);
+- ``GEOPEFT_OOM_ABOVE=N`` raises ``torch.OutOfMemoryError`` before any forward pass of a micro-batch of more than
+  ``N`` samples.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+from collections.abc import Mapping
+from types import FrameType, TracebackType
+from typing import Any
+
+import torch
+
+from geopeft.errors import CellFailed, ConfigError
+
+FAULT_AT = "GEOPEFT_FAULT_AT"
+OOM_ABOVE = "GEOPEFT_OOM_ABOVE"
+
+
+class Preempted(CellFailed):
+    """Training stopped at a step boundary after SIGUSR2; the checkpoint to resume from is written."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, reason="preempted")
+
+
+class Preemption:
+    """Context manager that owns SIGUSR2 for its body: the handler only sets :attr:`requested`."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+        self._installed = False
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.requested = True
+
+    def __enter__(self) -> Preemption:
+        if threading.current_thread() is threading.main_thread():  # signals reach the main thread only
+            self._previous = signal.signal(signal.SIGUSR2, self._handle)
+            self._installed = True
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if self._installed:
+            signal.signal(signal.SIGUSR2, self._previous)
+            self._installed = False
+
+
+def requeue(env: Mapping[str, str] | None = None) -> str | None:
+    """Requeue this SLURM job (the array task ``<array job>_<task>`` when it is one); None outside SLURM.
+
+    Raises:
+        CellFailed: ``scontrol requeue`` failed (the job was not started with ``--requeue``?).
+    """
+    env = os.environ if env is None else env
+    if "SLURM_JOB_ID" not in env:
+        return None
+    job = env["SLURM_JOB_ID"]
+    if "SLURM_ARRAY_JOB_ID" in env and "SLURM_ARRAY_TASK_ID" in env:
+        job = f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
+    done = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, timeout=60, check=False)
+    if done.returncode:
+        raise CellFailed(
+            f"scontrol requeue {job} failed ({done.stderr.strip()}); submit with --requeue, or rerun the cell "
+            "with geopeft rerun --failed",
+            reason="preempted",
+        )
+    return job
+
+
+def _fault_at(env: Mapping[str, str]) -> tuple[signal.Signals, int, int] | None:
+    value = env.get(FAULT_AT, "")
+    if not value:
+        return None
+    try:
+        name, where = value.split("@")
+        epoch, step = (int(v) for v in where.split(":"))
+        return signal.Signals[f"SIG{name}"], epoch, step
+    except (ValueError, KeyError):
+        raise ConfigError(f"{FAULT_AT}={value!r}: expected SIGNAL@EPOCH:STEP, e.g. USR2@2:1") from None
+
+
+def inject_fault(epoch: int, step: int, *, is_main: bool, env: Mapping[str, str] | None = None) -> None:
+    """Test hook: send the signal ``GEOPEFT_FAULT_AT`` names when (epoch, step) is reached on rank 0."""
+    fault = _fault_at(os.environ if env is None else env)
+    if fault is not None and is_main and fault[1:] == (epoch, step):
+        os.kill(os.getpid(), fault[0])
+
+
+def inject_oom(micro_batch: int, env: Mapping[str, str] | None = None) -> None:
+    """Test hook: raise ``torch.OutOfMemoryError`` for micro-batches above ``GEOPEFT_OOM_ABOVE``."""
+    limit = (os.environ if env is None else env).get(OOM_ABOVE, "")
+    if limit and micro_batch > int(limit):
+        raise torch.OutOfMemoryError(f"injected by {OOM_ABOVE}={limit}: micro-batch {micro_batch} > {limit}")
