@@ -9,18 +9,22 @@ CLUSTER  ?= local
 STATE    ?= failed
 export HDF5_USE_FILE_LOCKING := FALSE
 
-.PHONY: setup demo sweep status rerun tables test lint fmt bench clean
+.PHONY: setup demo weights sweep status rerun tables report test lint fmt bench clean
 
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	DS_BUILD_OPS=0 $(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
 demo: setup
 	$(BIN)/python -m hpc.demo
+
+# Run where the internet is (the login node): fetches every pretrained weights file the grid's cells load.
+weights: setup
+	$(BIN)/geopeft weights fetch --grid $(GRID)
 
 sweep: setup
 	$(BIN)/geopeft sweep $(GRID) --cluster $(CLUSTER)
@@ -33,6 +37,10 @@ rerun: setup
 
 tables: setup
 	$(BIN)/geopeft tables $(GRID)
+
+# One PDF with every table and figure (<sweep>/tables/report.pdf); without LaTeX it writes the .tex.
+report: setup
+	$(BIN)/geopeft report $(GRID)
 
 lint: setup
 	$(BIN)/ruff check .

@@ -17,6 +17,8 @@ import typer
 from geopeft.errors import GeopeftError
 
 if TYPE_CHECKING:
+    from geopeft.spec import CellSpec
+    from hpc.profiles import ClusterProfile
     from hpc.sweep import SubmitReport
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -25,6 +27,9 @@ R = TypeVar("R")
 
 Grid = Annotated[Path, typer.Argument(help="grid file (sweeps/*.yaml) or sweep directory")]
 Cluster = Annotated[str, typer.Option("--cluster", "-c", help="cluster profile name or .toml path")]
+Stage = Annotated[
+    str, typer.Option(help="seeds: every cell at its written or chosen rate; lr: the learning-rate search")
+]
 
 
 def _friendly(fn: Callable[P, R]) -> Callable[P, R]:
@@ -62,11 +67,16 @@ def prepare(
     cache: Annotated[Path, typer.Option(help="cache directory (the grid file's `cache`)")],
     splits: Annotated[Path | None, typer.Option(help="split files; default: the paper's")] = None,
     force: bool = False,
+    codec: Annotated[
+        str | None,
+        typer.Option(help="compression: none (the default; fastest reads), blosc-lz4 (~0.7 of the size), lzf, gzip"),
+    ] = None,
 ) -> None:
     """Build (or verify and reuse) the HDF5 cache of a dataset."""
     from geopeft.cache.build import prepare as build
+    from geopeft.cache.schema import DEFAULT_CODEC
 
-    for o in build(dataset, raw, cache, splits_dir=splits, force=force):
+    for o in build(dataset, raw, cache, splits_dir=splits, force=force, codec=codec or DEFAULT_CODEC):
         verb = "built" if o.built else "reused"
         typer.echo(f"{dataset}/{o.split}: {verb} {o.path} ({o.n} samples, key {o.key[:12]})")
 
@@ -93,22 +103,64 @@ def datasets(
 
 @app.command()
 @_friendly
-def models() -> None:
+def models(
+    peft: Annotated[str | None, typer.Option(help="show what this tuning method trains in each backbone")] = None,
+) -> None:
     """List every backbone with its total parameter count (built on the meta device: no memory spent)."""
     from geopeft.models.catalog import format_backbone_table
 
-    typer.echo(format_backbone_table())
+    if peft is None:
+        typer.echo(format_backbone_table())
+        return
+    from geopeft.tuning.catalog import format_peft_table
+
+    typer.echo(format_peft_table(peft))
 
 
 @app.command()
 @_friendly
-def sweep(grid: Grid, cluster: Cluster = "local", dry_run: bool = False) -> None:
+def sweep(grid: Grid, cluster: Cluster = "local", dry_run: bool = False, stage: Stage = "seeds") -> None:
     """Plan the grid and submit every cell not done, running or pending; returns at once."""
     from hpc.profiles import load_profile
     from hpc.sweep import sweep as submit
 
-    report = submit(grid, load_profile(cluster), dry_run=dry_run)
+    profile = load_profile(cluster)
+    report = submit(grid, profile, dry_run=dry_run, stage=stage)
     _print_report(report, grid)
+    if report.waiting:
+        typer.echo(
+            f"{len(report.waiting)} cells wait for their learning-rate search: "
+            f"geopeft sweep {grid} --stage lr, then --stage seeds"
+        )
+    if dry_run:
+        _print_estimate(report, grid, profile, stage)
+
+
+def _print_estimate(report: SubmitReport, grid: Path, profile: ClusterProfile, stage: str) -> None:
+    """Array tasks per shape and expected hours (the paper's run times) of this stage and of a pending search."""
+    from analysis.labels import dataset_label, main_decoder, model_label, peft_label
+    from analysis.paper import REFERENCE_DIR
+    from hpc.estimate import estimate, format_estimate, read_paper_times
+    from hpc.grid import load_grid
+
+    times = read_paper_times(REFERENCE_DIR / "epoch_and_time.csv")
+
+    def labels(s: CellSpec) -> tuple[str, str, str]:
+        other = s.decoder.name != main_decoder(s.model.name)  # the ablations: no paper row of their own
+        return (
+            model_label(s.model.name, s.model.bands, s.model.metadata) + (f" +{s.decoder.name}" if other else ""),
+            peft_label(s.tuning.method),
+            dataset_label(s.dataset),
+        )
+
+    specs = [report.manifest.entry(i).spec for i in report.submitted]
+    for line in format_estimate(estimate(specs, profile, times, labels), f"stage {stage}, to submit"):
+        typer.echo(line)
+    if report.waiting and stage == "seeds":
+        search = load_grid(grid, stage="lr")
+        lr = estimate(search.cells, profile, times, labels)
+        for line in format_estimate(lr, f"stage lr (then {len(report.waiting)} waiting seeded cells)"):
+            typer.echo(line)
 
 
 @app.command()
@@ -117,16 +169,20 @@ def status(
     grid: Grid,
     wait: Annotated[bool, typer.Option(help="poll until no cell is running or pending")] = False,
     timeout: float = 3600.0,
+    stage: Stage = "seeds",
 ) -> None:
     """Show the grid of cells (done / failed / running / pending / missing) from the files."""
+    from hpc import stages
     from hpc import status as st
     from hpc.grid import sweep_root
     from hpc.manifest import read_manifest
     from hpc.sweep import states
 
-    manifest = read_manifest(sweep_root(grid))
+    root = sweep_root(grid) / (stages.SEARCH_DIR if stage == "lr" else "")
+    manifest = read_manifest(root)
     current = st.wait(manifest, timeout_s=timeout) if wait else states(manifest)
-    typer.echo(st.render(manifest, current))
+    render = stages.render_search if stages.is_search_sweep(root) else st.render
+    typer.echo(render(manifest, current))
 
 
 @app.command()
@@ -162,12 +218,32 @@ def rerun(
 @app.command()
 @_friendly
 def tables(grid: Grid) -> None:
-    """Collect result.json files into a tidy CSV and LaTeX tables."""
-    from analysis.tables import write_tables
+    """Collect result.json files into the tidy table and every table (paper layout, comparisons, LaTeX)."""
+    from analysis.tables import write_all
     from hpc.grid import sweep_root
 
-    for name, path in write_tables(sweep_root(grid)).items():
+    written = write_all(sweep_root(grid))
+    for name, path in written.files.items():
         typer.echo(f"{name}: {path}")
+    for note in written.notes:
+        typer.echo(f"note: {note}")
+
+
+@app.command()
+@_friendly
+def report(
+    grid: Grid,
+    compile_latex: Annotated[bool, typer.Option("--compile/--no-compile", help="compile the PDF with LaTeX")] = True,
+) -> None:
+    """Every table and figure of a sweep in one PDF (<sweep>/tables/report.pdf; the .tex without LaTeX)."""
+    from analysis.report import build_report
+    from hpc.grid import sweep_root
+
+    built = build_report(sweep_root(grid), compile_latex=compile_latex)
+    for note in built.notes:
+        typer.echo(f"note: {note}")
+    typer.echo(f"report source: {built.tex}")
+    typer.echo(built.message)
 
 
 @app.command("run-cell")
@@ -180,14 +256,118 @@ def run_cell(grid: Grid, index: int) -> None:
     CellTask(str(sweep_root(grid)))(index)
 
 
+weights_app = typer.Typer(help="Pretrained weights: the catalogue, fetching files, verifying them.")
+app.add_typer(weights_app, name="weights")
+Names = Annotated[list[str] | None, typer.Argument(help="catalogue names; default: every name the grid needs")]
+GridOpt = Annotated[Path | None, typer.Option("--grid", help="take the weights root (and names) from this grid")]
+Root = Annotated[Path | None, typer.Option("--root", help="the weights directory (the grid's `weights`)")]
+
+
+def _weights_root(root: Path | None, grid: Path | None) -> tuple[Path, list[str]]:
+    """The weights root from --root or --grid, and the names the grid needs (none without a grid)."""
+    if grid is None:
+        if root is None:
+            raise GeopeftError("say where the weights lie: --root DIR or --grid GRID")
+        return root, []
+    from hpc.grid import load_grid
+    from hpc.weights import needed_weights
+
+    loaded = load_grid(grid)
+    return root or Path(loaded.env.weights_root), needed_weights(loaded.cells)
+
+
+@weights_app.callback(invoke_without_command=True)
+@_friendly
+def weights(ctx: typer.Context, root: Root = None, grid: GridOpt = None) -> None:
+    """List the weights catalogue; with --root or --grid, also each file's state (missing, unverified, sha256)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from hpc.weights import catalogue, format_catalogue
+
+    where = _weights_root(root, grid)[0] if (root or grid) else None
+    typer.echo(format_catalogue(catalogue(where)))
+    if where is not None:
+        typer.echo(f"weights root: {where}")
+
+
+@weights_app.command("fetch")
+@_friendly
+def weights_fetch(
+    names: Names = None,
+    root: Root = None,
+    grid: GridOpt = None,
+    url: Annotated[str | None, typer.Option(help="download from here instead (a mirror; file:// works)")] = None,
+    sha256: Annotated[str | None, typer.Option(help="the SHA-256 the file must have (pins it)")] = None,
+    force: Annotated[bool, typer.Option(help="download again even when the file exists")] = False,
+) -> None:
+    """Download weights files into the weights root (atomically, hashed, with a .sha256 sidecar)."""
+    from hpc.weights import fetch
+
+    where, needed = _weights_root(root, grid)
+    chosen = list(names or needed)
+    if not chosen and grid is None:
+        raise GeopeftError("name what to fetch (geopeft weights lists the names), or give --grid GRID")
+    if not chosen:
+        typer.echo(f"{grid}: every cell has weights none; nothing to fetch")
+        return
+    if (url or sha256) and len(chosen) != 1:
+        raise GeopeftError(f"--url and --sha256 apply to one name; got {len(chosen)}: {', '.join(chosen)}")
+    for name in chosen:
+        got = fetch(name, where, url=url, sha256=sha256, force=force)
+        verb = "downloaded" if got.downloaded else "present"
+        typer.echo(f"{name}: {verb} {got.path} (sha256 {got.sha256})")
+
+
+@weights_app.command("verify")
+@_friendly
+def weights_verify(
+    names: Names = None,
+    root: Root = None,
+    grid: GridOpt = None,
+    sha256: Annotated[str | None, typer.Option(help="the SHA-256 the file must have")] = None,
+) -> None:
+    """Hash weights files, check them against their sidecar (and --sha256), and record the sidecar."""
+    from hpc.weights import verify
+
+    where, needed = _weights_root(root, grid)
+    chosen = list(names or needed)
+    if not chosen:
+        raise GeopeftError("name what to verify, or give a --grid whose cells load weights")
+    if sha256 and len(chosen) != 1:
+        raise GeopeftError(f"--sha256 applies to one name; got {len(chosen)}: {', '.join(chosen)}")
+    for name in chosen:
+        typer.echo(f"{name}: sha256 {verify(name, where, sha256=sha256)} (recorded in its .sha256 sidecar)")
+
+
+SHOWN = 50  # cells and job ids listed in a report; more are counted
+
+
 def _print_report(report: SubmitReport, grid: Path) -> None:
     skipped = ", ".join(f"{n} {s.value}" for s, n in sorted(report.skipped.items())) or "none"
     verb = "would submit" if report.dry_run else "submitted"
     typer.echo(
         f"{report.manifest.name}: {verb} {len(report.submitted)} cells {list(report.submitted)}; skipped {skipped}"
     )
+    if report.dry_run:
+        for i in report.submitted[:SHOWN]:
+            entry = report.manifest.entry(i)
+            typer.echo(f"  run [{i}] {entry.cell_id} {entry.spec.slug}")
+        if len(report.submitted) > SHOWN:
+            typer.echo(f"  ... and {len(report.submitted) - SHOWN} more")
     if report.job_ids:
-        typer.echo(f"jobs: {', '.join(report.job_ids)}")
+        more = f" ... ({len(report.job_ids)} in all)" if len(report.job_ids) > SHOWN else ""
+        typer.echo(f"jobs: {', '.join(report.job_ids[:SHOWN])}{more}")
+    done = report.submission
+    if done.prepare_job:
+        typer.echo(f"cache-prepare job {done.prepare_job}; the arrays start after it succeeds (afterok)")
+    for script, line in zip(done.scripts, done.commands, strict=True):
+        typer.echo(f"$ {line}" + (f"  # indices {list(script.indices)[:SHOWN]}" if script.indices else ""))
+        if report.dry_run:
+            typer.echo("\n".join(f"    {d}" for d in script.directives))
+    if done.scripts:
+        typer.echo(
+            f"estimate (upper bound, time limit x resources): {done.gpu_hours:.1f} GPU-h, {done.cpu_hours:.1f} CPU-h"
+        )
     if report.submitted and not report.dry_run:
         typer.echo(f"follow with: geopeft status {grid}")
 

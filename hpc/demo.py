@@ -6,7 +6,7 @@
 4. SIGKILL one running cell mid-training (a real fault: no chance to write anything);
 5. ``geopeft status --wait``: the killed cell shows as failed (``lost``);
 6. ``geopeft rerun --failed``: only that cell is resubmitted; it resumes from its last checkpoint;
-7. ``geopeft tables``: tidy CSV and LaTeX table.
+7. ``geopeft tables``: tidy CSV and LaTeX tables; ``geopeft report``: the PDF report (the .tex without LaTeX).
 
 Run twice, it reuses the cache and the finished cells and says so.
 """
@@ -82,12 +82,12 @@ def main() -> None:
     _step("6/7 rerun only the failed cells (the killed one resumes from its last checkpoint)")
     _run("rerun", str(GRID), "--failed")
     _run("status", str(GRID), "--wait")
-    _step("7/7 tables")
+    _step("7/7 tables, then the report (one PDF with every table and figure)")
     _run("tables", str(GRID))
     current = states(read_manifest(root))
     if any(s.state is not State.DONE for s in current.values()):
         raise SystemExit("demo: some cells did not finish; see `geopeft status sweeps/demo.yaml`")
-    print(f"\nLaTeX table: {root / 'tables' / 'miou.tex'}")
+    _run("report", str(GRID))
 
 
 if __name__ == "__main__":

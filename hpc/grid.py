@@ -2,8 +2,10 @@
 
 A grid file has shared ``defaults``, ``axes`` whose cartesian product gives the cells, ``overrides``
 that set values on the cells matching a pattern (e.g. a learning rate per model × method), and
-``exclude`` patterns. Keys are checked: a typo raises an error naming the file, the key and the
-allowed keys, before anything is submitted. Example (``sweeps/demo.yaml``)::
+``exclude`` patterns. ``cache`` is the HDF5 cache directory and the optional ``weights`` the directory of
+the pretrained weights files (default: ``weights`` beside the cache). Keys are checked: a typo raises an
+error naming the file, the key and the allowed keys, before anything is submitted. A cell whose ``train.lr`` is
+``search`` takes its rate from the ``lr_search`` stage (:mod:`hpc.stages`). Example (``sweeps/demo.yaml``)::
 
     name: demo
     output: runs/demo
@@ -19,16 +21,32 @@ import copy
 import hashlib
 import itertools
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from geopeft.errors import ConfigError, GeopeftError
 from geopeft.spec import CellSpec, RunEnv
 
-TOP_KEYS = ("name", "description", "output", "cache", "env", "defaults", "axes", "overrides", "exclude")
+if TYPE_CHECKING:
+    from hpc.stages import LrPlan
+
+TOP_KEYS = (
+    "name",
+    "description",
+    "output",
+    "cache",
+    "weights",
+    "raw",
+    "env",
+    "defaults",
+    "axes",
+    "overrides",
+    "exclude",
+    "lr_search",
+)
 SECTIONS = ("model", "tuning", "decoder", "train")
 AXES = (*SECTIONS, "dataset", "seed")
 ENV_KEYS = ("num_workers", "threads", "device")
@@ -45,6 +63,10 @@ class Grid:
         env: where and how cells run.
         cells: the expanded cells, in a stable order (axes in file order, values in list order).
         sha256: hash of the file's bytes, recorded in the manifest.
+        raw: the optional ``raw`` mapping, dataset -> its native files (checked by ``hpc.caches``): a SLURM
+            sweep whose cache is missing builds it there in a prepare job first.
+        stage: ``seeds`` (every cell with its rate) or ``lr`` (the learning-rate search; see :mod:`hpc.stages`).
+        plan: what the stage decided: the cells waiting for their search, the choices to record.
     """
 
     path: Path
@@ -53,10 +75,15 @@ class Grid:
     env: RunEnv
     cells: tuple[CellSpec, ...]
     sha256: str
+    raw: Mapping[str, Any] = field(default_factory=dict)
+    stage: str = "seeds"
+    plan: LrPlan | None = None
 
 
-def load_grid(path: str | Path) -> Grid:
-    """Read and expand a grid file; every error names the file and the offending key."""
+def load_grid(path: str | Path, *, stage: str = "seeds") -> Grid:
+    """Read and expand a grid file for ``stage``; every error names the file and the offending key."""
+    from hpc.stages import LrPlan  # here: stages reads manifests, whose module imports this one
+
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"{p}: grid file not found; pass a YAML file such as sweeps/demo.yaml")
@@ -74,15 +101,26 @@ def load_grid(path: str | Path) -> Grid:
     env_doc = doc.get("env", {})
     _require_mapping(env_doc, f"{where}: env")
     _check_keys(env_doc, ENV_KEYS, f"{where}: env")
-    env = RunEnv(cache_root=str(Path(doc["cache"]).resolve()), **env_doc)
-    cells = expand(doc, where)
+    weights = doc.get("weights", "")
+    if not isinstance(weights, str):
+        raise ConfigError(f"{where}: 'weights' must be the directory of the pretrained weights files (a string)")
+    env = RunEnv(
+        cache_root=str(Path(doc["cache"]).resolve()),
+        weights_root=str(Path(weights).resolve()) if weights else "",
+        **env_doc,
+    )
+    plan = LrPlan.make(doc, Path(doc["output"]).resolve(), stage, where)
+    cells = expand(doc, where, plan)
     return Grid(
         path=p.resolve(),
-        name=doc["name"],
-        output=Path(doc["output"]).resolve(),
+        name=doc["name"] + ("-lr" if stage == "lr" else ""),
+        output=plan.output,
         env=env,
         cells=tuple(cells),
         sha256=hashlib.sha256(raw).hexdigest(),
+        raw=_raw_mapping(doc.get("raw", {}), where),
+        stage=stage,
+        plan=plan,
     )
 
 
@@ -105,8 +143,8 @@ def sweep_root(grid_or_dir: str | Path) -> Path:
     return Path(doc["output"]).resolve()
 
 
-def expand(doc: Mapping[str, Any], where: str) -> list[CellSpec]:
-    """The cells of a parsed grid document, validated against the registries."""
+def expand(doc: Mapping[str, Any], where: str, plan: LrPlan | None = None) -> list[CellSpec]:
+    """The cells of a parsed grid document, validated against the registries (``plan``: the stage's rates)."""
     defaults = doc.get("defaults", {})
     _require_mapping(defaults, f"{where}: defaults")
     _check_keys(defaults, AXES, f"{where}: defaults")
@@ -133,13 +171,16 @@ def expand(doc: Mapping[str, Any], where: str) -> list[CellSpec]:
             if _matches(cell, pattern):
                 for dotted, value in settings.items():
                     _set(cell, dotted, value, f"{where}: overrides[{k}].set.{dotted}")
-        spec = _to_spec(cell, f"{where}: {label}")
-        if spec.cell_id in seen:
-            raise ConfigError(f"{where}: {label} repeats the cell of {seen[spec.cell_id]}; remove one of them")
-        seen[spec.cell_id] = label
-        cells.append(spec)
+        for one in plan.cells(cell, label) if plan else [cell]:
+            spec = _to_spec(one, f"{where}: {label}")
+            if spec.cell_id in seen:
+                raise ConfigError(f"{where}: {label} repeats the cell of {seen[spec.cell_id]}; remove one of them")
+            seen[spec.cell_id] = label
+            cells.append(spec)
     if not cells:
-        raise ConfigError(f"{where}: the grid expands to no cells; check axes and exclude")
+        raise (plan and plan.empty_error()) or ConfigError(
+            f"{where}: the grid expands to no cells; check axes and exclude"
+        )
     return cells
 
 
@@ -157,16 +198,16 @@ def _to_spec(cell: dict[str, Any], where: str) -> CellSpec:
 
 
 def validate_spec(spec: CellSpec, where: str) -> None:
-    """Check names and options against the registries (dataset, backbone, decoder, tuning method)."""
+    """Check names and options against the registries (dataset, backbone, decoder, tuning method, metadata)."""
     # Imported here: the registries pull in torch, which `geopeft status` never needs.
     from geopeft.data.registry import get_dataset
     from geopeft.models.build import validate as validate_model
     from geopeft.tuning.registry import validate_tuning
 
     try:
-        get_dataset(spec.dataset, where=f"{where}: dataset")
+        get_dataset(spec.dataset, where=f"{where}: dataset").require_metadata(spec.model.metadata, where)
         validate_model(spec.model, spec.decoder, where=where)
-        validate_tuning(spec.tuning, where=where)
+        validate_tuning(spec.tuning, where=where, backbone=spec.model.name)
     except ConfigError:
         raise
     except GeopeftError as exc:
@@ -242,6 +283,11 @@ def _matches(cell: Mapping[str, Any], pattern: Mapping[str, Any]) -> bool:
         elif actual != expected:
             return False
     return True
+
+
+def _raw_mapping(value: Any, where: str) -> dict[str, Any]:
+    _require_mapping(value, f"{where}: raw")
+    return dict(value)
 
 
 def _require_mapping(value: Any, where: str) -> None:

@@ -1,23 +1,30 @@
-"""The state of each cell, decided from files alone (no sacct, no squeue needed).
+"""The state of each cell, decided from files (no sacct needed); squeue only adds detail when it exists.
 
 ``done``     result.json exists;
 ``running``  an attempt started and has not ended, and its process is alive (checked on its host);
-``pending``  submitted after its last attempt started, and the submitted job is still alive;
+``pending``  submitted after its last attempt started, and the submitted job is still alive; or the last
+             attempt was preempted and SLURM still queues its requeued job;
 ``failed``   the last attempt ended with an error (class from failed.json), or its process vanished
-             without a record (class ``lost``: SIGKILL, node failure, scancel without grace);
-``missing``  never submitted, or its job ended before the cell started.
+             without a record (class ``lost``: SIGKILL, node failure, scancel without grace), or a SLURM job
+             left the queue before its cell started (class ``lost``: scancel while pending, node failure);
+``missing``  never submitted, or its local job ended before the cell started.
+
+Whether a SLURM job is still queued comes from one ``squeue`` call for all of a sweep's arrays
+(:func:`hpc.slurm.queued_jobs`); without squeue (or when it fails) that is unknown, and a SLURM job counts as
+alive as before.
 """
 
 from __future__ import annotations
 
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
 from geopeft.attempts import process_start_ticks, read_attempts
 from geopeft.io import read_json, read_jsonl
 from geopeft.paths import CellPaths, SweepPaths
+from hpc.slurm import queued_jobs
 
 
 class State(StrEnum):
@@ -49,17 +56,22 @@ class Submitted:
     job_id: str
     host: str
     pid_start: int | None
+    queued: bool | None = None  # whether squeue lists the SLURM job; None when unknown (or not SLURM)
 
 
-def latest_submissions(paths: SweepPaths) -> dict[str, Submitted]:
-    """Cell id -> its most recent submission."""
+def latest_submissions(paths: SweepPaths, *, squeue: bool = True) -> dict[str, Submitted]:
+    """Cell id -> its most recent submission, with whether squeue still lists its job (``squeue=True``)."""
     out: dict[str, Submitted] = {}
     for record in read_jsonl(paths.submissions):
         for cell_id, job in record["jobs"].items():
             out[cell_id] = Submitted(
                 record["time"], record["executor"], str(job["job_id"]), record["host"], job.get("pid_start")
             )
-    return out
+    slurm = {sub.job_id for sub in out.values() if sub.executor == "slurm"}
+    listed = queued_jobs(slurm) if squeue and slurm else None
+    if listed is None:
+        return out
+    return {c: replace(s, queued=s.job_id in listed) if s.executor == "slurm" else s for c, s in out.items()}
 
 
 def process_alive(host: str, pid: int, pid_start: int | None) -> bool | None:
@@ -73,7 +85,7 @@ def process_alive(host: str, pid: int, pid_start: int | None) -> bool | None:
 def _job_alive(sub: Submitted) -> bool | None:
     if sub.executor == "local":
         return process_alive(sub.host, int(sub.job_id), sub.pid_start)
-    return None
+    return sub.queued
 
 
 def cell_state(paths: CellPaths, submitted: Submitted | None = None) -> CellState:
@@ -86,6 +98,8 @@ def cell_state(paths: CellPaths, submitted: Submitted | None = None) -> CellStat
     last = starts[-1] if starts else None
     if last is not None and last["attempt"] not in ends:
         alive = process_alive(last["host"], last["pid"], last.get("pid_start"))
+        if alive is None and submitted is not None and submitted.time <= last["time"]:
+            alive = _job_alive(submitted)  # another host's process: alive while its job is queued
         if alive is not False:
             where = f"attempt {last['attempt']} on {last['host']}"
             return CellState(State.RUNNING, detail=where + _progress(paths), attempts=len(starts))
@@ -99,11 +113,17 @@ def cell_state(paths: CellPaths, submitted: Submitted | None = None) -> CellStat
     if submitted is not None and (last is None or submitted.time > last["time"]):
         if _job_alive(submitted) is not False:
             return CellState(State.PENDING, detail=f"job {submitted.job_id}", attempts=len(starts))
+        if last is None and submitted.executor == "slurm":
+            detail = f"job {submitted.job_id} left the queue before the cell started (scancel, node failure)"
+            return CellState(State.FAILED, reason="lost", detail=detail)
         if last is None:
             return CellState(State.MISSING, detail=f"job {submitted.job_id} ended before the cell started")
     if last is not None:
         end = ends.get(last["attempt"])
         reason = end.get("reason", "") if end else "lost"
+        if reason == "preempted" and submitted is not None and submitted.queued:
+            detail = f"preempted, requeued as job {submitted.job_id} (attempt {last['attempt']})"
+            return CellState(State.PENDING, detail=detail, attempts=len(starts))
         return CellState(State.FAILED, reason=reason or "error", detail=_last_error(paths), attempts=len(starts))
     return CellState(State.MISSING)
 

@@ -36,7 +36,7 @@ def render(manifest: Manifest, current: dict[int, CellState]) -> str:
         s = e.spec
         if s.dataset not in datasets:
             datasets.append(s.dataset)
-        rows[(s.model.name, s.tuning.method, s.decoder.name)][s.dataset].append((s.seed, MARKS[current[i].state]))
+        rows[(s.model.label, s.tuning.method, s.decoder.name)][s.dataset].append((s.seed, MARKS[current[i].state]))
     header = ["model", "method", "decoder", *datasets]
     table = [header]
     for key in rows:

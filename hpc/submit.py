@@ -1,47 +1,217 @@
-"""Submitting manifest indices as one array through submitit, and recording what was submitted."""
+"""Submitting manifest indices, and recording what was submitted in ``submissions.jsonl``.
+
+``local``: one array through submitit's LocalExecutor. ``slurm``: the rendered ``sbatch/`` scripts, one array
+per resource shape and MaxArraySize chunk (``--array=i,j,k%P``, ``--signal=USR2@N --requeue``), each waiting
+for the cache-prepare job when there is one (``--dependency=afterok``). Every check (partition, GPUs,
+MaxArraySize) runs before the first ``sbatch``, so bad input submits nothing.
+"""
 
 from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import submitit
 
 from geopeft.attempts import process_start_ticks
-from geopeft.io import append_jsonl
+from geopeft.errors import SubmitError
+from geopeft.io import append_jsonl, atomic_write_text
 from geopeft.provenance import git_state
+from hpc import slurm
 from hpc.manifest import Manifest
-from hpc.profiles import ClusterProfile
+from hpc.profiles import ClusterProfile, Resources
+from hpc.sbatch import Context, Script, array_scripts, prepare_script
 from hpc.task import CellTask
+
+#: Stands for the prepare job's id in the sbatch lines of a dry run.
+PREPARE_PLACEHOLDER = "<prepare job>"
+
+
+@dataclass(frozen=True)
+class Submission:
+    """What one submission did (or, in a dry run, would do).
+
+    Args:
+        job_ids: one job id per submitted cell (``<array job>_<task>`` on SLURM).
+        scripts: the rendered sbatch scripts, prepare job first.
+        commands: the sbatch command lines, in submission order.
+        prepare_job: the cache-prepare job's id; empty without one.
+        gpu_hours: upper bound of the GPU hours asked for (cells x GPUs x time limit).
+        cpu_hours: the same for CPU core hours.
+    """
+
+    job_ids: tuple[str, ...] = ()
+    scripts: tuple[Script, ...] = ()
+    commands: tuple[str, ...] = ()
+    prepare_job: str = ""
+    gpu_hours: float = 0.0
+    cpu_hours: float = 0.0
 
 
 def make_executor(manifest: Manifest, profile: ClusterProfile) -> submitit.Executor:
-    """A submitit executor configured from the cluster profile."""
+    """A submitit executor configured from a local profile."""
     folder = manifest.paths.submitit_dir
     executor = submitit.LocalExecutor(folder=folder)
+    # submitit sets CUDA_VISIBLE_DEVICES to the first ``gpus_per_node`` GPUs, "" (none) for 0: a CPU-only profile
+    # hides the GPUs from its cells, a GPU profile shows each cell that many.
     executor.update_parameters(
-        timeout_min=profile.time_limit_min, signal_delay_s=profile.signal_lead_s, stderr_to_stdout=True
+        timeout_min=profile.time_limit_min,
+        signal_delay_s=profile.signal_lead_s,
+        stderr_to_stdout=True,
+        gpus_per_node=profile.gpus_per_task,
     )
     return executor
 
 
-def submit_indices(manifest: Manifest, indices: list[int], profile: ClusterProfile, kind: str) -> list[str]:
-    """Submit the cells at ``indices`` as one array; returns the job ids (one per task).
+def submit_indices(
+    manifest: Manifest,
+    indices: list[int],
+    profile: ClusterProfile,
+    kind: str,
+    *,
+    prepare: Sequence[Sequence[str]] = (),
+    dry_run: bool = False,
+    runner: slurm.Runner = slurm.run_command,
+) -> Submission:
+    """Submit the cells at ``indices`` (and the prepare job, given its ``geopeft prepare`` argument lists).
 
-    The submission is appended to ``submissions.jsonl`` with each cell's job id, so that
-    ``status`` can tell a queued cell (pending) from one never submitted (missing).
+    The submission is appended to ``submissions.jsonl`` with each cell's job id, so that ``status`` can
+    tell a queued cell (pending) from one never submitted (missing).
     """
-    if not indices:
-        return []
+    if profile.executor == "slurm":
+        return _submit_slurm(manifest, indices, profile, kind, prepare, dry_run, runner)
+    check_gpus(manifest, profile)
+    if not indices or dry_run:
+        return Submission()
     submitted_at = time.time()  # before the first task can start
-    executor = make_executor(manifest, profile)
-    task = CellTask(str(manifest.root), profile.max_parallel if profile.executor == "local" else 0)
-    jobs = executor.map_array(task, indices)
+    task = CellTask(str(manifest.root), profile.max_parallel)
+    jobs = make_executor(manifest, profile).map_array(task, indices)
     record_jobs: dict[str, Any] = {}
     for index, job in zip(indices, jobs, strict=True):
-        pid_start = process_start_ticks(int(job.job_id)) if profile.executor == "local" else None
+        pid_start = process_start_ticks(int(job.job_id))
         record_jobs[manifest.entry(index).cell_id] = {"job_id": job.job_id, "index": index, "pid_start": pid_start}
+    _record(manifest, profile, kind, submitted_at, record_jobs)
+    return Submission(job_ids=tuple(job.job_id for job in jobs))
+
+
+def check_gpus(manifest: Manifest, profile: ClusterProfile) -> None:
+    """Refuse CUDA cells on a CPU-only profile (its cells see no GPU), before anything is submitted."""
+    if manifest.env.device == "cuda" and profile.gpus_per_task == 0:
+        raise SubmitError(
+            f"{manifest.grid_file}: env.device is cuda but cluster profile {profile.name!r} is CPU-only "
+            "(gpus_per_task = 0); use a GPU profile (e.g. --cluster local-gpu), or set env.device to auto or cpu"
+        )
+
+
+def check_slurm(manifest: Manifest, profile: ClusterProfile, runner: slurm.Runner = slurm.run_command) -> None:
+    """Refuse what the cluster cannot run, before anything is submitted.
+
+    That is: CUDA cells on a CPU-only profile, an unknown partition (checked with ``sinfo`` where it
+    exists), a profile ``max_array_size`` above the cluster's MaxArraySize (``scontrol show config``).
+    """
+    where = f"cluster profile {profile.name!r}"
+    check_gpus(manifest, profile)
+    known = slurm.partitions(runner)
+    if known is not None and profile.partition and profile.partition not in known:
+        raise SubmitError(
+            f"{where}: partition {profile.partition!r} is not on this cluster (sinfo lists: {', '.join(known)}); "
+            "fix `partition` in the profile"
+        )
+    limit = slurm.max_array_size(runner)
+    if limit is not None and profile.max_array_size > limit:
+        raise SubmitError(
+            f"{where}: max_array_size = {profile.max_array_size} but the cluster's MaxArraySize is {limit}; "
+            f"arrays would be refused; set max_array_size = {limit} so that sweeps are chunked below it"
+        )
+
+
+def plan_scripts(
+    manifest: Manifest, indices: list[int], profile: ClusterProfile, kind: str, prepare: Sequence[Sequence[str]]
+) -> list[Script]:
+    """Render the scripts of a submission: the prepare job (if any), then one array per shape and chunk."""
+    seq = len(list((manifest.root / "slurm").glob("*.sbatch")))
+    ctx = Context(manifest.name, manifest.root, kind, git_state(), time.strftime("%Y-%m-%d %H:%M:%S"), seq)
+    shapes: dict[Resources, list[int]] = {}
+    for i in sorted(indices):
+        shapes.setdefault(profile.resources_for(manifest.entry(i).spec), []).append(i)
+    scripts = []
+    if prepare and indices:
+        datasets = ", ".join(str(c[1]) for c in prepare)
+        scripts.append(prepare_script(ctx, profile, prepare, datasets))
+    return scripts + array_scripts(ctx, profile, shapes)
+
+
+def _submit_slurm(
+    manifest: Manifest,
+    indices: list[int],
+    profile: ClusterProfile,
+    kind: str,
+    prepare: Sequence[Sequence[str]],
+    dry_run: bool,
+    runner: slurm.Runner,
+) -> Submission:
+    check_slurm(manifest, profile, runner)
+    if not indices:
+        return Submission()
+    scripts = plan_scripts(manifest, indices, profile, kind, prepare)
+    gpu_h = sum(len(s.indices) * s.resources.gpus * s.resources.time_limit_min / 60 for s in scripts if s.resources)
+    cpu_h = sum(
+        len(s.indices)
+        * s.resources.nodes
+        * s.resources.tasks_per_node
+        * s.resources.cpus_per_task
+        * s.resources.time_limit_min
+        / 60
+        for s in scripts
+        if s.resources
+    )
+    if dry_run:
+        dep = f"afterok:{PREPARE_PLACEHOLDER}" if prepare else ""
+        lines = tuple(_line(s, dep if s.kind != "prepare" else "") for s in scripts)
+        return Submission(scripts=tuple(scripts), commands=lines, gpu_hours=gpu_h, cpu_hours=cpu_h)
+    for s in scripts:
+        atomic_write_text(s.path, s.text)
+        s.path.chmod(0o755)
+        (s.path.parent / "logs").mkdir(exist_ok=True)
+    prepare_job = ""
+    job_ids: list[str] = []
+    commands: list[str] = []
+    git = git_state()
+    for s in scripts:
+        submitted_at = time.time()
+        dependency = f"afterok:{prepare_job}" if prepare_job and s.kind != "prepare" else ""
+        commands.append(_line(s, dependency))
+        job = slurm.sbatch(s.path, dependency=dependency, runner=runner)
+        if s.kind == "prepare":
+            prepare_job = job
+            _record(manifest, profile, kind, submitted_at, {}, git, prepare={"job_id": job, "script": str(s.path)})
+            continue
+        cells = {
+            manifest.entry(i).cell_id: {"job_id": f"{job}_{s.task_id(i)}", "index": i, "pid_start": None}
+            for i in s.indices
+        }
+        array = {"job_id": job, "script": str(s.path), "offset": s.offset, "dependency": dependency}
+        _record(manifest, profile, kind, submitted_at, cells, git, array=array)
+        job_ids += [f"{job}_{s.task_id(i)}" for i in s.indices]
+    return Submission(tuple(job_ids), tuple(scripts), tuple(commands), prepare_job, gpu_h, cpu_h)
+
+
+def _line(script: Script, dependency: str) -> str:
+    return " ".join(slurm.sbatch_argv(script.path, dependency))
+
+
+def _record(
+    manifest: Manifest,
+    profile: ClusterProfile,
+    kind: str,
+    submitted_at: float,
+    jobs: dict[str, Any],
+    git: dict[str, Any] | None = None,
+    **extra: Any,
+) -> None:
     append_jsonl(
         manifest.paths.submissions,
         {
@@ -50,8 +220,8 @@ def submit_indices(manifest: Manifest, indices: list[int], profile: ClusterProfi
             "executor": profile.executor,
             "profile": profile.name,
             "host": socket.gethostname(),
-            "git": git_state(),
-            "jobs": record_jobs,
+            "git": git or git_state(),
+            "jobs": jobs,
+            **extra,
         },
     )
-    return [job.job_id for job in jobs]

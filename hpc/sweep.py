@@ -6,7 +6,8 @@ Done, running and pending cells are never submitted again.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from geopeft.errors import ConfigError, SubmitError
@@ -16,20 +17,25 @@ from hpc.locks import exclusive
 from hpc.manifest import Manifest, plan, read_manifest, write_manifest
 from hpc.profiles import ClusterProfile
 from hpc.state import CellState, State, cell_state, latest_submissions
-from hpc.submit import submit_indices
+from hpc.submit import Submission, submit_indices
 
 RERUN_CHOICES = ("failed", "missing", "incomplete")
 
 
 @dataclass(frozen=True)
 class SubmitReport:
-    """What a sweep or rerun did."""
+    """What a sweep or rerun did (``submission``: scripts, sbatch lines, prepare job, GPU-hour estimate).
+
+    ``waiting`` names the cells held back until their learning-rate search is done (:mod:`hpc.stages`).
+    """
 
     manifest: Manifest
     submitted: tuple[int, ...]
     skipped: dict[State, int]
     job_ids: tuple[str, ...]
     dry_run: bool
+    submission: Submission = field(default_factory=Submission)
+    waiting: tuple[str, ...] = ()
 
 
 def states(manifest: Manifest) -> dict[int, CellState]:
@@ -51,19 +57,38 @@ def check_caches(grid: Grid) -> None:
             )
 
 
-def sweep(grid_file: str | Path, profile: ClusterProfile, *, dry_run: bool = False) -> SubmitReport:
-    """Plan ``grid_file`` into its manifest and submit every cell not done, running or pending."""
-    grid = load_grid(grid_file)
-    check_caches(grid)
+def sweep(
+    grid_file: str | Path, profile: ClusterProfile, *, dry_run: bool = False, stage: str = "seeds"
+) -> SubmitReport:
+    """Plan ``grid_file`` into its manifest and submit every cell not done, running or pending.
+
+    ``stage`` is ``seeds`` (every cell at its written or chosen rate) or ``lr`` (the learning-rate search into
+    ``<output>/lr-search``; see :mod:`hpc.stages`).
+    """
+    from hpc.caches import prepare_commands
+    from hpc.stages import record
+    from hpc.weights import check_weights
+
+    grid = load_grid(grid_file, stage=stage)
+    prepare = prepare_commands(grid) if profile.executor == "slurm" else []  # SLURM builds missing caches
+    if profile.executor != "slurm":
+        check_caches(grid)
     paths = SweepPaths(grid.output)
     with exclusive(paths.lock):
         existing = read_manifest(paths.root) if paths.manifest.exists() else None
         manifest = plan(grid, existing)
         if not dry_run:
             write_manifest(manifest)
+            if grid.plan is not None:
+                record(grid.stage, grid.plan.root, grid.plan.settings, grid.plan.new)
         current = states(manifest)
         todo = [i for i, s in current.items() if s.state in (State.FAILED, State.MISSING)]
-        return _submit(manifest, todo, current, profile, "sweep", dry_run)
+        if not dry_run:  # a dry run plans and prices the sweep before any weights are fetched
+            check_weights(
+                [manifest.entry(i).spec for i in todo], grid.env.weights_root, str(grid.path), grid=grid.path
+            )
+        report = _submit(manifest, todo, current, profile, "sweep", dry_run, prepare)
+        return replace(report, waiting=tuple(grid.plan.waiting) if grid.plan else ())
 
 
 def rerun(
@@ -103,6 +128,10 @@ def rerun(
             todo = [i for i, s in current.items() if s.state in wanted]
         if max_attempts:
             todo = [i for i in todo if current[i].attempts < max_attempts]
+        if todo:
+            from hpc.weights import check_weights
+
+            check_weights([manifest.entry(i).spec for i in todo], manifest.env.weights_root, str(paths.root))
         return _submit(manifest, todo, current, profile, "rerun", dry_run)
 
 
@@ -121,12 +150,11 @@ def _submit(
     profile: ClusterProfile,
     kind: str,
     dry_run: bool,
+    prepare: Sequence[Sequence[str]] = (),
 ) -> SubmitReport:
     skipped: dict[State, int] = {}
     for i, s in current.items():
         if i not in todo:
             skipped[s.state] = skipped.get(s.state, 0) + 1
-    job_ids: list[str] = []
-    if not dry_run:
-        job_ids = submit_indices(manifest, sorted(todo), profile, kind)
-    return SubmitReport(manifest, tuple(sorted(todo)), skipped, tuple(job_ids), dry_run)
+    done = submit_indices(manifest, sorted(todo), profile, kind, prepare=prepare, dry_run=dry_run)
+    return SubmitReport(manifest, tuple(sorted(todo)), skipped, done.job_ids, dry_run, done)

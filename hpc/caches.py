@@ -1,0 +1,94 @@
+"""The caches a sweep needs before its cells can start, and how to build the missing ones.
+
+On the local executor a missing cache stops the sweep with the ``geopeft prepare`` command to run. On
+SLURM the grid's optional ``raw`` mapping says where each dataset's native files are; the missing caches
+are then built by one CPU job (``sbatch/prepare.sbatch``) that the arrays wait for (``afterok``). A cache
+that is already valid needs no prepare job::
+
+    cache: /scratch/me/cache
+    raw:
+      sen1floods11: /scratch/me/raw/sen1floods11          # the paper's split files
+      burn_scars: {dir: /scratch/me/raw/burn_scars, splits: /scratch/me/splits/burn_scars}
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from geopeft.errors import ConfigError, SubmitError
+from hpc.grid import Grid
+
+
+@dataclass(frozen=True)
+class RawSource:
+    """Where one dataset's native files are.
+
+    Args:
+        dataset: dataset registry name.
+        dir: the native files, as downloaded (absolute).
+        splits: split files (absolute); empty for the paper's, shipped with geopeft.
+    """
+
+    dataset: str
+    dir: str
+    splits: str = ""
+
+    def command(self, cache_root: str) -> list[str]:
+        """The ``geopeft prepare`` arguments that build this dataset's cache."""
+        extra = ["--splits", self.splits] if self.splits else []
+        return ["prepare", self.dataset, "--raw", self.dir, "--cache", cache_root, *extra]
+
+
+def raw_sources(grid: Grid) -> dict[str, RawSource]:
+    """The grid's ``raw`` mapping, checked: dataset -> :class:`RawSource` (paths made absolute)."""
+    out: dict[str, RawSource] = {}
+    datasets = {c.dataset for c in grid.cells}
+    for name, value in grid.raw.items():
+        where = f"{grid.path}: raw.{name}"
+        if name not in datasets:
+            raise ConfigError(f"{where}: no cell of the grid uses dataset {name!r}; grid datasets: {sorted(datasets)}")
+        if isinstance(value, str):
+            value = {"dir": value}
+        if not isinstance(value, dict) or not isinstance(value.get("dir"), str):
+            raise ConfigError(f"{where}: give the directory of the native files, or {{dir: DIR, splits: DIR}}")
+        unknown = [k for k in value if k not in ("dir", "splits")]
+        if unknown:
+            raise ConfigError(f"{where}: unknown key {unknown[0]!r}; allowed: dir, splits")
+        splits: Any = value.get("splits", "")
+        if not isinstance(splits, str):
+            raise ConfigError(f"{where}.splits: must be a directory (a string)")
+        out[name] = RawSource(name, str(Path(value["dir"]).resolve()), str(Path(splits).resolve()) if splits else "")
+    return out
+
+
+def missing_caches(grid: Grid) -> dict[str, list[str]]:
+    """Dataset -> its splits without a valid cache (datasets whose caches are all valid are left out)."""
+    from geopeft.cache.build import cache_state
+
+    out: dict[str, list[str]] = {}
+    for dataset in sorted({c.dataset for c in grid.cells}):
+        missing = [split for split, key in cache_state(grid.env.cache_root, dataset).items() if key is None]
+        if missing:
+            out[dataset] = missing
+    return out
+
+
+def prepare_commands(grid: Grid) -> list[list[str]]:
+    """``geopeft prepare`` argument lists for every dataset whose cache is missing; empty when all are valid.
+
+    Raises:
+        SubmitError: a cache is missing and the grid's ``raw`` does not say where the dataset's files are.
+    """
+    sources = raw_sources(grid)
+    commands = []
+    for dataset, splits in missing_caches(grid).items():
+        if dataset not in sources:
+            raise SubmitError(
+                f"{grid.path}: no valid cache for {dataset} ({', '.join(splits)}) in {grid.env.cache_root}; "
+                f"say where its native files are (raw: {{{dataset}: DIR}} in the grid) to build it in a prepare "
+                f"job, or build it first: geopeft prepare {dataset} --raw RAW_DIR --cache {grid.env.cache_root}"
+            )
+        commands.append(sources[dataset].command(grid.env.cache_root))
+    return commands

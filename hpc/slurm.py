@@ -1,0 +1,119 @@
+"""The SLURM client commands geopeft calls on the login node: sbatch, sinfo, scontrol, squeue, scancel.
+
+Every call runs with a cleaned environment: a sweep submitted from inside a job must not inherit that
+job's ``SLURM_*`` variables (they leak gres, array and distributed settings into the new job). Nothing
+here needs accounting (``sacct``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+
+from geopeft.errors import SubmitError
+
+#: Prefixes of the variables SLURM (and submitit) set inside a job; removed before submitting.
+JOB_PREFIXES = ("SLURM_", "SLURMD_", "SRUN_", "SBATCH_", "SUBMITIT_")
+#: Distributed-training variables a job may have exported; removed as well.
+DIST_NAMES = ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")
+#: Kept: they say where the cluster's configuration is, not anything about the current job.
+KEEP = ("SLURM_CONF",)
+
+#: ``sbatch(argv, env) -> stdout``; replaced by a counter in ``bench/plan_scale.py`` and unit tests.
+Runner = Callable[[Sequence[str], Mapping[str, str]], str]
+
+
+def clean_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``environ`` (default: this process's) without the variables of an enclosing SLURM job."""
+    env = dict(os.environ if environ is None else environ)
+    return {k: v for k, v in env.items() if k in KEEP or not (k.startswith(JOB_PREFIXES) or k in DIST_NAMES)}
+
+
+def run_command(argv: Sequence[str], env: Mapping[str, str]) -> str:
+    """Run a SLURM client command; its stdout, or a :class:`SubmitError` with its stderr."""
+    if shutil.which(argv[0]) is None:
+        raise SubmitError(
+            f"`{argv[0]}` not found: this machine is not a SLURM login node; "
+            "use --cluster local, or start the test cluster with scripts/slurm-test-cluster.sh up"
+        )
+    proc = subprocess.run(list(argv), env=dict(env), capture_output=True, text=True, timeout=120, check=False)
+    if proc.returncode != 0:
+        raise SubmitError(f"`{' '.join(argv)}` failed (exit {proc.returncode}): {proc.stderr.strip()}")
+    return proc.stdout
+
+
+def sbatch(script: Path, *, dependency: str = "", runner: Runner = run_command) -> str:
+    """Submit ``script``; returns the job id (of the array, for an array script).
+
+    Args:
+        script: a rendered sbatch script (its ``#SBATCH`` lines hold every other option).
+        dependency: e.g. ``afterok:123``; empty for none.
+        runner: what runs the command (the real ``sbatch`` by default).
+    """
+    argv = sbatch_argv(script, dependency)
+    out = runner(argv, clean_env()).strip()
+    match = re.match(r"^(\d+)(;\S+)?$", out.splitlines()[-1] if out else "")
+    if match is None:
+        raise SubmitError(f"`{' '.join(argv)}` printed {out!r}, not a job id; check the SLURM client version")
+    return match.group(1)
+
+
+def sbatch_argv(script: Path, dependency: str = "") -> list[str]:
+    """The sbatch command line for ``script`` (as printed by ``--dry-run``).
+
+    With a dependency, ``--kill-on-invalid-dep=yes`` cancels the array when the prepare job fails, instead of
+    leaving it pending forever (``DependencyNeverSatisfied``).
+    """
+    dep = [f"--dependency={dependency}", "--kill-on-invalid-dep=yes"] if dependency else []
+    return ["sbatch", "--parsable", *dep, str(script)]
+
+
+def partitions(runner: Runner = run_command) -> list[str] | None:
+    """Partitions ``sinfo`` lists, or None when sinfo is not available here."""
+    if runner is run_command and shutil.which("sinfo") is None:
+        return None
+    out = runner(["sinfo", "--noheader", "--format=%R"], clean_env())
+    return sorted({line.strip() for line in out.splitlines() if line.strip()})
+
+
+def max_array_size(runner: Runner = run_command) -> int | None:
+    """The cluster's MaxArraySize from ``scontrol show config``, or None when it cannot be read."""
+    if runner is run_command and shutil.which("scontrol") is None:
+        return None
+    out = runner(["scontrol", "show", "config"], clean_env())
+    match = re.search(r"^MaxArraySize\s*=\s*(\d+)", out, re.MULTILINE)
+    return int(match.group(1)) if match else None
+
+
+def scancel(job_id: str, runner: Runner = run_command) -> None:
+    """Cancel a job or one array task (``<array job>_<task>``)."""
+    runner(["scancel", job_id], clean_env())
+
+
+def queued_jobs(job_ids: Iterable[str], runner: Runner | None = None) -> frozenset[str] | None:
+    """Which of ``job_ids`` squeue still lists (pending, running, completing, requeued), in one call.
+
+    Array tasks are named ``<array job>_<task>`` (``squeue --array``), other jobs by their id. Jobs that ended
+    or were cancelled are not listed. Returns None when it cannot tell: no ``squeue`` on this machine, or it
+    failed (controller unreachable). squeue refuses a list whose every id has left the controller's memory
+    ("Invalid job id"); that answer means none of them is queued.
+    """
+    arrays = sorted({job.split("_")[0] for job in job_ids if job})
+    if not arrays:
+        return frozenset()
+    if runner is None:
+        if shutil.which("squeue") is None:
+            return None
+        runner = run_command
+    argv = ["squeue", "--noheader", "--array", "--format=%i", f"--jobs={','.join(arrays)}"]
+    try:
+        out = runner(argv, clean_env())
+    except SubmitError as exc:
+        return frozenset() if "Invalid job id" in str(exc) else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return frozenset(line.strip() for line in out.splitlines() if line.strip())

@@ -1,0 +1,133 @@
+"""On a real single-node SLURM cluster (scripts/slurm-test-cluster.sh, started here when it is down).
+
+Tiny cells (prithvi_tiny, 16 px synthetic Sen1Floods11 chips, one epoch) go through sbatch: the cache-prepare
+job and the array that waits for it (afterok), a task cancelled with scancel, and ``rerun --failed`` as an
+array subset. Nothing is mocked; the cluster must come up, or these tests fail.
+"""
+
+import json
+import subprocess
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from geopeft.attempts import read_attempts
+from geopeft.cache.build import prepare
+from geopeft.data.synthetic import write_sen1floods11
+from hpc.manifest import read_manifest
+from hpc.profiles import load_profile
+from hpc.slurm import scancel
+from hpc.state import State
+from hpc.status import render, wait
+from hpc.sweep import rerun, states, sweep
+
+pytestmark = pytest.mark.slurm
+
+ROOT = Path(__file__).resolve().parents[1]
+CLUSTER = ROOT / "scripts" / "slurm-test-cluster.sh"
+GRID = """
+name: {name}
+output: {root}/runs-{name}
+cache: {root}/cache
+raw: {{sen1floods11: {{dir: {root}/raw, splits: {root}/raw/splits}}}}
+env: {{threads: 1}}
+defaults:
+  model: {{name: prithvi_tiny}}
+  train: {{lr: 1.0e-3, batch_size: 2, max_epochs: {epochs}, patience: {epochs}}}
+axes:
+  dataset: [sen1floods11]
+  tuning: [{{method: full}}, {{method: lora, options: {{r: 4, alpha: 4}}}}]
+  seed: {seeds}
+"""
+
+
+@pytest.fixture(scope="session")
+def cluster() -> str:
+    """Bring the test cluster up (idempotent); fail loudly, never skip, when it cannot start."""
+    proc = subprocess.run([str(CLUSTER), "up"], capture_output=True, text=True, timeout=600, check=False)
+    if proc.returncode != 0:
+        pytest.fail(f"{CLUSTER} up failed (exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc.stdout
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("slurm")
+    write_sen1floods11(root / "raw", counts={"train": 4, "val": 2, "test": 2, "bolivia": 2}, size=16)
+    return root
+
+
+def grid(root: Path, name: str, epochs: int = 1, seeds: str = "[0, 1]") -> Path:
+    path = root / f"{name}.yaml"
+    path.write_text(textwrap.dedent(GRID.format(root=root, name=name, epochs=epochs, seeds=seeds)))
+    return path
+
+
+def job_field(job_id: str, key: str) -> str:
+    out = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True, check=True).stdout
+    fields = dict(part.split("=", 1) for part in out.split() if "=" in part)
+    return fields.get(key, "")
+
+
+def test_sweep_prepares_cache_first_then_array_runs_to_done(cluster, data):
+    profile = load_profile("slurm-test")
+    report = sweep(grid(data, "first"), profile)
+    done = report.submission
+    assert report.submitted == (0, 1, 2, 3) and done.prepare_job, "a missing cache must add a prepare job"
+    array_job = report.job_ids[0].split("_")[0]
+    assert report.job_ids == tuple(f"{array_job}_{i}" for i in range(4))
+    assert f"afterok:{done.prepare_job}" in job_field(array_job, "Dependency") or job_field(array_job, "JobState") in (
+        "RUNNING",
+        "COMPLETED",
+        "COMPLETING",
+    ), "the array must wait for the prepare job"
+    assert "#SBATCH --array=0-3%2" in done.scripts[1].text and "--signal=USR2@60" in done.scripts[1].text
+
+    manifest = read_manifest(report.manifest.root)
+    current = wait(manifest, poll_s=1.0, timeout_s=240)
+    assert all(s.state is State.DONE for s in current.values()), render(manifest, current)
+    cache_built = max(p.stat().st_mtime for p in (data / "cache" / "sen1floods11").glob("*.h5"))
+    for entry in manifest.active():
+        start = read_attempts(manifest.paths.cell(entry.cell_id))[0]
+        assert start["slurm_array_job_id"] == array_job
+        assert int(start["slurm_array_task_id"]) == entry.index
+        assert start["time"] >= cache_built, "a cell started before the prepare job had built the cache"
+    record = [json.loads(line) for line in manifest.paths.submissions.read_text().splitlines()]
+    assert record[0]["prepare"]["job_id"] == done.prepare_job and record[1]["array"]["job_id"] == array_job
+    assert record[1]["git"].keys() == {"sha", "dirty"}
+
+    again = sweep(grid(data, "first"), profile)  # all done, cache built: nothing to submit, no prepare job
+    assert again.submitted == () and again.submission.prepare_job == "" and again.skipped == {State.DONE: 4}
+
+
+def test_scancelled_task_is_failed_and_rerun_submits_only_its_index(cluster, data):
+    profile = load_profile("slurm-test")
+    g = grid(data, "cancel", epochs=150, seeds="[0]")
+    prepare("sen1floods11", data / "raw", data / "cache", splits_dir=data / "raw" / "splits", progress=False)
+    report = sweep(g, profile)
+    assert report.submitted == (0, 1) and report.submission.prepare_job == ""
+    manifest = read_manifest(report.manifest.root)
+    victim = 1
+    deadline = time.monotonic() + 120
+    while states(manifest)[victim].state is not State.RUNNING:
+        assert time.monotonic() < deadline, render(manifest, states(manifest))
+        time.sleep(0.2)
+    scancel(report.job_ids[victim])
+
+    current = wait(manifest, poll_s=1.0, timeout_s=240)
+    assert current[victim].state is State.FAILED, render(manifest, current)
+    assert current[0].state is State.DONE, render(manifest, current)
+    assert "failed:" in render(manifest, current)
+
+    redo = rerun(manifest.root, profile, which="failed")
+    assert redo.submitted == (victim,)
+    (script,) = redo.submission.scripts
+    assert f"#SBATCH --array={victim}%1" in script.text
+    assert redo.job_ids == (f"{redo.job_ids[0].split('_')[0]}_{victim}",)
+    assert rerun(manifest.root, profile, which="failed").submitted == ()  # pending now: not submitted twice
+    current = wait(manifest, poll_s=1.0, timeout_s=240)
+    assert all(s.state is State.DONE for s in current.values()), render(manifest, current)
+    starts = [a for a in read_attempts(manifest.paths.cell(manifest.entry(victim).cell_id)) if a["event"] == "start"]
+    assert len(starts) == 2 and starts[1]["slurm_array_task_id"] == str(victim)

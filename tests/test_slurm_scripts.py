@@ -1,0 +1,158 @@
+"""sbatch scripts from the templates (golden files), array chunking, and refusals that submit nothing.
+
+The submission tests replace the SLURM client commands by a recorder; the real cluster is exercised in
+tests/test_slurm.py.
+"""
+
+import os
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from geopeft.errors import SubmitError
+from hpc.grid import load_grid
+from hpc.manifest import plan
+from hpc.profiles import load_profile
+from hpc.sbatch import Context, array_scripts, array_spec, chunks, prepare_script
+from hpc.submit import submit_indices
+
+GOLDEN = Path(__file__).parent / "golden" / "sbatch"
+UPDATE = os.environ.get("GEOPEFT_UPDATE_GOLDEN") == "1"
+
+
+def context(kind: str = "sweep") -> Context:
+    git = {"sha": "0123456789abcdef0123", "dirty": True}
+    return Context(
+        "paper", Path("/scratch/me/runs/paper"), kind, git, "2025-01-02 03:04:05", 7, "/opt/venv/bin/python"
+    )
+
+
+def golden(name: str, text: str) -> None:
+    path = GOLDEN / name
+    if UPDATE:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    assert path.exists(), f"{path} missing; write it with GEOPEFT_UPDATE_GOLDEN=1 pytest {__file__}"
+    assert text == path.read_text(), (
+        f"{name} differs from {path}; if intended: GEOPEFT_UPDATE_GOLDEN=1 pytest {__file__}"
+    )
+
+
+def test_rendered_scripts_match_golden_files():
+    profile = load_profile("example-gpu")
+    small, big = profile.default_resources, profile._apply(profile.shape[0])
+    scripts = array_scripts(context(), profile, {small: [0, 1, 2, 3, 7, 1500], big: [4, 5]})
+    assert [(s.kind, s.offset, s.indices) for s in scripts] == [
+        ("array", 0, (0, 1, 2, 3, 7)),
+        ("array", 1001, (1500,)),
+        ("multinode", 0, (4, 5)),
+    ]
+    golden("array.sbatch", scripts[0].text)
+    golden("multinode.sbatch", scripts[2].text)
+    assert "#SBATCH --array=499%1" in scripts[1].text and "index=$((SLURM_ARRAY_TASK_ID + 1001))" in scripts[1].text
+    commands = [["prepare", "sen1floods11", "--raw", "/data/raw/s1f11", "--cache", "/data/cache"]]
+    golden("prepare.sbatch", prepare_script(context(), profile, commands, "sen1floods11").text)
+
+
+def test_array_spec_and_chunks():
+    assert array_spec([9, 0, 1, 2, 3, 7, 10], 2) == "0-3,7,9-10%2"
+    assert array_spec([5], 64) == "5%1"
+    parts = chunks(range(2500), 1001)
+    assert [(offset, len(ids)) for offset, ids in parts] == [(0, 1001), (1001, 1001), (2002, 498)]
+    assert all(0 <= i - offset < 1001 for offset, ids in parts for i in ids)
+
+
+GRID = """
+name: t
+output: {root}/runs
+cache: {root}/cache
+raw: {{sen1floods11: {root}/raw}}
+env: {{device: {device}}}
+defaults: {{model: {{name: prithvi_tiny}}, train: {{lr: 1.0e-3}}}}
+axes: {{dataset: [sen1floods11], seed: [0, 1, 2, 3, 4]}}
+"""
+
+
+class Cluster:
+    """Answers sinfo and scontrol like the test cluster; records every sbatch."""
+
+    def __init__(self, partitions: str = "debug\n", max_array: int = 1001) -> None:
+        self.partitions, self.max_array, self.sbatch, self.next_id = partitions, max_array, [], 100
+
+    def __call__(self, argv, env):
+        assert not any(k.startswith("SLURM_JOB") for k in env), "inherited job variables must be cleaned"
+        if argv[0] == "sinfo":
+            return self.partitions
+        if argv[0] == "scontrol":
+            return f"ClusterName = ci\nMaxArraySize            = {self.max_array}\n"
+        self.sbatch.append(list(argv))
+        self.next_id += 1
+        return f"{self.next_id}\n"
+
+
+def manifest(tmp_path: Path, device: str = "auto"):
+    path = tmp_path / "grid.yaml"
+    path.write_text(textwrap.dedent(GRID.format(root=tmp_path, device=device)))
+    return plan(load_grid(path))
+
+
+def profile_file(tmp_path: Path, text: str):
+    path = tmp_path / "site.toml"
+    path.write_text('executor = "slurm"\npartition = "debug"\nmax_parallel = 3\n' + text)
+    return load_profile(str(path))
+
+
+def test_prepare_first_then_chunked_arrays_that_wait_for_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("SLURM_JOB_ID", "42")  # as if submitted from inside a job
+    cluster = Cluster()
+    done = submit_indices(
+        manifest(tmp_path), [0, 1, 2, 3, 4], profile_file(tmp_path, "max_array_size = 2\n"), "sweep",
+        prepare=[["prepare", "sen1floods11"]], runner=cluster,
+    )  # fmt: skip
+    assert done.prepare_job == "101" and len(cluster.sbatch) == 4
+    assert "--dependency" not in " ".join(cluster.sbatch[0])
+    for argv in cluster.sbatch[1:]:
+        assert "--dependency=afterok:101" in argv and "--kill-on-invalid-dep=yes" in argv
+    assert [s.offset for s in done.scripts[1:]] == [0, 2, 4]
+    assert done.job_ids == ("102_0", "102_1", "103_0", "103_1", "104_0")
+    assert all(p.exists() for p in (tmp_path / "runs" / "slurm").glob("*.sbatch"))
+    assert "#SBATCH --array=0-1%2" in done.scripts[2].text and "+ 2))" in done.scripts[2].text
+
+
+@pytest.mark.parametrize(
+    ("device", "cluster", "profile_text", "message"),
+    [
+        ("auto", Cluster(partitions="gpu\nbooster\n"), "", "partition 'debug' is not on this cluster"),
+        ("auto", Cluster(max_array=11), "max_array_size = 1001\n", "cluster's MaxArraySize is 11"),
+        ("cuda", Cluster(), "", "env.device is cuda but cluster profile 'site' is CPU-only"),
+    ],
+)
+def test_refusals_submit_nothing(tmp_path, device, cluster, profile_text, message):
+    m = manifest(tmp_path, device)
+    with pytest.raises(SubmitError, match=message):
+        submit_indices(m, [0, 1], profile_file(tmp_path, profile_text), "sweep", runner=cluster)
+    assert cluster.sbatch == [] and not (tmp_path / "runs" / "slurm").exists()
+
+
+def test_dry_run_lists_sbatch_lines_and_estimates_hours(tmp_path):
+    cluster = Cluster()
+    profile = profile_file(tmp_path, "cpus_per_task = 4\ntime_limit_min = 90\n")
+    done = submit_indices(manifest(tmp_path), [1, 3], profile, "rerun", dry_run=True, runner=cluster)
+    assert cluster.sbatch == [] and not (tmp_path / "runs" / "slurm").exists()
+    assert done.commands[0].startswith("sbatch --parsable ") and "#SBATCH --array=1,3%2" in done.scripts[0].text
+    assert done.gpu_hours == 0 and done.cpu_hours == pytest.approx(2 * 4 * 1.5)
+
+
+def test_local_profiles_show_cells_their_gpus_and_refuse_cuda_without_any(tmp_path):
+    from hpc.submit import make_executor
+
+    m = manifest(tmp_path, "cuda")
+    with pytest.raises(SubmitError, match=r"env.device is cuda but cluster profile 'local' is CPU-only"):
+        submit_indices(m, [0], load_profile("local"), "sweep")
+    assert not m.paths.submissions.exists()
+    seen = {}
+    for name in ("local", "local-gpu"):  # what a cell process sees, through submitit's real local executor
+        job = make_executor(m, load_profile(name)).submit(lambda: os.environ.get("CUDA_VISIBLE_DEVICES"))
+        seen[name] = job.result()
+    assert seen == {"local": "", "local-gpu": "0"}
