@@ -2,7 +2,8 @@
 
 Only JSON files are read (``manifest.json``, ``cells/<cell_id>/result.json | failed.json | spec.json``), so
 this module never imports torch. The table has one row per cell x region x metric (the GEO-Bench
-convention); it is regenerated from the files, never edited by hand.
+convention) and carries every spec field (bands and options as strings, JSON for options), the train summary
+and the parameter counts; it is regenerated from the files, never edited by hand.
 
 Which cells are collected:
     * With a manifest (passed in, or ``<root>/manifest.json``), exactly the manifest's cells, in manifest
@@ -25,6 +26,7 @@ no cell of that dataset succeeded, its regions are unknown: the cell gets one ro
 from __future__ import annotations
 
 import importlib.util
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,12 +48,25 @@ TIDY_COLUMNS = (
     "slug",
     "status",
     "model",
+    "backbone",
+    "bands",
+    "weights",
+    "metadata",
     "method",
+    "tuning_options",
     "decoder",
+    "decoder_options",
     "dataset",
     "seed",
     "lr",
     "batch_size",
+    "max_epochs",
+    "patience",
+    "lr_patience",
+    "lr_factor",
+    "weight_decay",
+    "precision",
+    "strategy",
     "region",
     "metric",
     "value",
@@ -59,15 +74,56 @@ TIDY_COLUMNS = (
     "epochs_run",
     "best_epoch",
     "wall_time_s",
+    "time_per_epoch_s",
+    "samples_per_s",
     "peak_memory_mb",
+    "device",
+    "world_size",
     "trainable_params",
     "total_params",
     "reason",
 )
 
+#: The ``train`` section of a spec, one column each.
+TRAIN_SPEC_COLUMNS = TIDY_COLUMNS[14:23]
+#: Columns of a cell's settings apart from its seed: cells equal in all of them are seeds of one experiment.
+SETTING_COLUMNS = tuple(c for c in TIDY_COLUMNS[3:23] if c != "seed")
+
 #: Integer columns, stored as pandas' nullable ``Int64`` (missing where a cell has no result).
-INT_COLUMNS = ("seed", "batch_size", "n", "epochs_run", "best_epoch", "trainable_params", "total_params")
-FLOAT_COLUMNS = ("lr", "value", "wall_time_s", "peak_memory_mb")
+INT_COLUMNS = (
+    "seed",
+    "batch_size",
+    "max_epochs",
+    "patience",
+    "lr_patience",
+    "n",
+    "epochs_run",
+    "best_epoch",
+    "world_size",
+    "trainable_params",
+    "total_params",
+)
+FLOAT_COLUMNS = (
+    "lr",
+    "lr_factor",
+    "weight_decay",
+    "value",
+    "wall_time_s",
+    "time_per_epoch_s",
+    "samples_per_s",
+    "peak_memory_mb",
+)
+#: Train-summary columns of a cell (NaN/NA for cells without a result).
+TRAIN_COLUMNS = (
+    "epochs_run",
+    "best_epoch",
+    "wall_time_s",
+    "time_per_epoch_s",
+    "samples_per_s",
+    "peak_memory_mb",
+    "device",
+    "world_size",
+)
 
 
 @dataclass(frozen=True)
@@ -143,41 +199,60 @@ def _section(spec: Mapping[str, Any], key: str) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
 
+def _model_label(model: Mapping[str, Any]) -> Any:
+    """The model as tables show it: its name, plus ``+kind`` per metadata kind fed (``ModelSpec.label``)."""
+    metadata = model.get("metadata") or []
+    name = model.get("name")
+    return "".join([str(name), *(f"+{kind}" for kind in metadata)]) if metadata and name is not None else name
+
+
+def _joined(values: Any) -> str | None:
+    """A list of names (bands, metadata kinds) as one comma-separated string; None when empty or absent."""
+    if isinstance(values, (list, tuple)) and values:
+        return ",".join(str(v) for v in values)
+    return None
+
+
+def _options_json(options: Any) -> str | None:
+    """Method or decoder options as canonical JSON (sorted keys); None when there are none."""
+    return json.dumps(options, sort_keys=True) if isinstance(options, Mapping) and options else None
+
+
 def _param(params: Mapping[str, Any], name: str) -> Any:
     """``params['trainable']`` or ``params['trainable_params']`` (either spelling is read)."""
     return params.get(name, params.get(f"{name}_params"))
 
 
 def _cell_columns(cell: _Cell) -> dict[str, Any]:
-    """The columns every row of a cell shares."""
+    """The columns every row of a cell shares: every spec field, the train summary, the parameter counts."""
     spec = cell.spec
+    model, tuning, decoder = _section(spec, "model"), _section(spec, "tuning"), _section(spec, "decoder")
     train = _section(spec, "train")
     cols: dict[str, Any] = {
         "cell_id": cell.cell_id,
         "slug": cell.slug,
         "status": cell.status,
-        "model": _section(spec, "model").get("name"),
-        "method": _section(spec, "tuning").get("method"),
-        "decoder": _section(spec, "decoder").get("name"),
+        "model": _model_label(model),
+        "backbone": model.get("name"),
+        "bands": _joined(model.get("bands")),
+        "weights": model.get("weights"),
+        "metadata": _joined(model.get("metadata")),
+        "method": tuning.get("method"),
+        "tuning_options": _options_json(tuning.get("options")),
+        "decoder": decoder.get("name"),
+        "decoder_options": _options_json(decoder.get("options")),
         "dataset": spec.get("dataset"),
         "seed": spec.get("seed"),
-        "lr": train.get("lr"),
-        "batch_size": train.get("batch_size"),
-        "epochs_run": None,
-        "best_epoch": None,
-        "wall_time_s": None,
-        "peak_memory_mb": None,
+        **{key: train.get(key) for key in TRAIN_SPEC_COLUMNS},
+        **dict.fromkeys(TRAIN_COLUMNS),
         "trainable_params": None,
         "total_params": None,
         "reason": cell.reason,
     }
     if cell.result is not None:
         t = cell.result.train
+        cols.update({key: getattr(t, key) for key in TRAIN_COLUMNS})
         cols.update(
-            epochs_run=t.epochs_run,
-            best_epoch=t.best_epoch,
-            wall_time_s=t.wall_time_s,
-            peak_memory_mb=t.peak_memory_mb,
             trainable_params=_param(cell.result.params, "trainable"),
             total_params=_param(cell.result.params, "total"),
         )

@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 
+from analysis.labels import MODEL_ORDER, PEFT_ORDER
 from geopeft.errors import GeopeftError
 
 #: Statistics per ``across`` group, the last column level of a summary.
@@ -37,9 +38,16 @@ def _norm(value: Any) -> Any:
 
 
 def _preference(level: str, value: Any) -> int:
-    """Fixed rank of a value before its order of appearance: paper method order, ``test`` region first."""
+    """Fixed rank of a value before its order of appearance: paper method order, ``test`` region first.
+
+    The labelled levels ``Model`` and ``PEFT`` (:mod:`analysis.labels`) follow the paper's row order.
+    """
     if value is None:
-        return len(METHOD_ORDER) + 2
+        return len(MODEL_ORDER) + len(METHOD_ORDER) + 2
+    if level == "Model":
+        return MODEL_ORDER.index(value) if value in MODEL_ORDER else len(MODEL_ORDER)
+    if level == "PEFT":
+        return PEFT_ORDER.index(value) if value in PEFT_ORDER else len(PEFT_ORDER)
     if level == "method" and value in METHOD_ORDER:
         return METHOD_ORDER.index(value)
     if level == "method":
@@ -109,6 +117,32 @@ def summarize(
         raise GeopeftError("summarize: 'by' and 'across' each need at least one column")
     _check(df, metric, by, across)
     sub = df[df["metric"] == metric]
+    check_seeds(sub, by, across)
+    return aggregate(sub, "value", by, across, 100.0 if is_percent_metric(metric) else 1.0)
+
+
+def summarize_cells(
+    df: pd.DataFrame, column: str, by: Sequence[str], across: Sequence[str], scale: float = 1.0
+) -> pd.DataFrame:
+    """Like :func:`summarize` for a per-cell column of the tidy table (``peak_memory_mb``, ``wall_time_s``, ...).
+
+    Each cell counts once (its first row). ``scale`` multiplies the values (e.g. ``1 / 1024`` for GB).
+
+    Raises:
+        GeopeftError: a column is missing, or two cells of one group share a seed.
+    """
+    absent = [c for c in [*by, *across, column, "cell_id", "seed"] if c not in df.columns]
+    if absent:
+        raise GeopeftError(
+            f"summarize_cells: column(s) {absent} not in the table; use the table from analysis.collect"
+        )
+    cells = df.drop_duplicates("cell_id")
+    check_seeds(cells, by, across)
+    return aggregate(cells, column, by, across, scale)
+
+
+def check_seeds(sub: pd.DataFrame, by: Sequence[str], across: Sequence[str]) -> None:
+    """Raise when a seed appears twice in one (by, across) group."""
     dup = sub.duplicated(subset=[*by, *across, "seed"], keep=False)
     if dup.any():
         first = sub[dup].iloc[0]
@@ -117,11 +151,20 @@ def summarize(
             f"summarize: several cells share {where}; they differ in a column that is neither in by nor "
             "in across (lr? batch_size?): add it to by"
         )
-    scale = 100.0 if is_percent_metric(metric) else 1.0
+
+
+def aggregate(
+    sub: pd.DataFrame, column: str, by: Sequence[str], across: Sequence[str], scale: float = 1.0
+) -> pd.DataFrame:
+    """Mean, std (ddof=1) and n of ``column`` (times ``scale``) per ``by`` row and ``across`` column group.
+
+    Rows with NaN in ``column`` count in no ``n`` but keep their group. See :func:`summarize` for the shape.
+    """
+    by, across = list(by), list(across)
     cells: dict[Key, tuple[float, float, int]] = {}
     for raw_key, group in sub.groupby([*by, *across], dropna=False, sort=False):
         key = tuple(_norm(v) for v in (raw_key if isinstance(raw_key, tuple) else (raw_key,)))
-        values = [float(v) * scale for v in group["value"] if not pd.isna(v)]
+        values = [float(v) * scale for v in group[column] if not pd.isna(v)]
         cells[key] = _mean_std(values)
     rows = _sorted_keys([k[: len(by)] for k in cells], by)
     cols = _sorted_keys([k[len(by) :] for k in cells], across)
@@ -133,8 +176,8 @@ def summarize(
     index = pd.MultiIndex.from_tuples(rows, names=by) if len(by) > 1 else pd.Index([r[0] for r in rows], name=by[0])
     out = pd.DataFrame(data, index=index)
     out.columns = pd.MultiIndex.from_tuples(list(data), names=[*across, "stat"])
-    for column in out.columns:
-        out[column] = out[column].astype("int64" if column[-1] == "n" else "float64")
+    for column_key in out.columns:
+        out[column_key] = out[column_key].astype("int64" if column_key[-1] == "n" else "float64")
     return out
 
 

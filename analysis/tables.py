@@ -1,50 +1,38 @@
-r"""Paper-shaped LaTeX tables (booktabs, via pandas ``Styler.to_latex``) and ``geopeft tables``.
+r"""``geopeft tables``: every table of a sweep, as CSV and LaTeX, in ``<sweep>/tables/``.
 
-A cell reads ``mean $\pm$ std`` of the seeds, pre-formatted as a string, with ``(n=k)`` appended when it
-has fewer seeds than the most complete cell of the table, and ``\textemdash{}`` (an em-dash) when it
-has none. Marks are computed on the numeric means, per column:
-
-* the best mean is bold (``\textbf``), the second best underlined (``\underline``);
-* means are compared at the printed precision, so cells that print the same mean are tied, and every
-  tied cell gets the same mark (dense ranking: after a tie for best, the next lower mean is second);
-* a column with a single value gets only the bold mark; a column where all means tie is all bold.
-
-The table needs ``\usepackage{booktabs}`` and nothing else (multi-column headers use the core
-``\multicolumn``; repeated row labels are blanked instead of using ``multirow``). Row and column labels
-are escaped for LaTeX (``prithvi_eo_v2_300`` -> ``prithvi\_eo\_v2\_300``); the caption is LaTeX and is
-passed through as given, and so is the ``\label`` key (underscores are valid there).
+:func:`write_all` collects the sweep (:mod:`analysis.collect`) and writes the tidy table, the per-region
+mIoU summary (``miou_summary.csv``, ``miou.tex``) and every table of :mod:`analysis.writers` (the
+paper's tables in the released layout, comparisons with the released numbers, ranks, IQM, deltas,
+ablations). Rendering lives in :mod:`analysis.latex`; its names are re-exported here.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
-from analysis.collect import collect, write_tidy
-from analysis.stats import STATS, summarize
+from analysis.collect import SETTING_COLUMNS, collect, write_tidy
+from analysis.labels import bands_label
+from analysis.latex import MISSING_CELL, column_marks, escape_latex, format_cell, latex_table
+from analysis.paper import cell_values
+from analysis.stats import summarize
+from analysis.writers import main_stats, write_paper_tables
 from geopeft.errors import GeopeftError
 from geopeft.io import atomic_write_text
 from geopeft.paths import SweepPaths
 
-#: What a cell without any seed shows (an em-dash).
-MISSING_CELL = r"\textemdash{}"
-
-_LATEX_SPECIAL = {
-    "\\": r"\textbackslash{}",
-    "&": r"\&",
-    "%": r"\%",
-    "$": r"\$",
-    "#": r"\#",
-    "_": r"\_",
-    "{": r"\{",
-    "}": r"\}",
-    "~": r"\textasciitilde{}",
-    "^": r"\textasciicircum{}",
-}
+__all__ = [
+    "MISSING_CELL",
+    "Tables",
+    "column_marks",
+    "escape_latex",
+    "format_cell",
+    "latex_table",
+    "write_all",
+    "write_tables",
+]
 
 MIOU_CAPTION = (
     r"mIoU (\%) on each region (test: in-distribution; others: out-of-distribution), mean $\pm$ std over "
@@ -53,155 +41,48 @@ MIOU_CAPTION = (
 )
 
 
-def escape_latex(text: Any) -> str:
-    """A label as LaTeX text: special characters escaped, a missing label as an em-dash."""
-    if text is None or (isinstance(text, float) and math.isnan(text)) or text is pd.NA:
-        return MISSING_CELL
-    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in str(text))
-
-
-def _split(summary: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """The mean, std and n frames of a summary (columns: the ``across`` keys)."""
-    cols = summary.columns
-    if not isinstance(cols, pd.MultiIndex) or cols.nlevels < 2 or set(cols.get_level_values(-1)) != set(STATS):
-        raise GeopeftError("latex_table: expected the frame from analysis.stats.summarize (columns (..., stat))")
-    parts = []
-    for stat in STATS:
-        part = summary.xs(stat, axis=1, level=-1)
-        if not isinstance(part, pd.DataFrame):
-            raise GeopeftError(f"latex_table: the summary's {stat!r} columns do not form a table")
-        parts.append(part)
-    return parts[0], parts[1], parts[2]
-
-
-def _rounded(value: float, decimals: int) -> float:
-    """The mean as printed, read back: ties are decided on what the reader sees."""
-    return float(f"{value:.{decimals}f}")
-
-
-def column_marks(means: Sequence[float], decimals: int, higher_is_better: bool = True) -> list[str]:
-    """Mark per entry of one column: ``best``, ``second`` or ``""`` (see the module docstring for ties).
+@dataclass(frozen=True)
+class Tables:
+    """What :func:`write_all` wrote and read.
 
     Args:
-        means: numeric means, NaN where missing.
-        decimals: printed decimals; means equal at this precision are tied.
-        higher_is_better: False for metrics like loss, time or memory.
+        files: file name -> path of every file written.
+        notes: tables left out, and why.
+        tidy: the tidy table.
+        values: one row per cell with the paper's labels (:func:`analysis.paper.cell_values`).
+        stats: the main runs' mean/std/n (:func:`analysis.paper.paper_stats`); None without a main run.
     """
-    shown = [None if math.isnan(m) else _rounded(m, decimals) for m in means]
-    distinct = sorted({s for s in shown if s is not None}, reverse=higher_is_better)
-    best = distinct[0] if distinct else None
-    second = distinct[1] if len(distinct) > 1 else None
-    return ["" if s is None else "best" if s == best else "second" if s == second else "" for s in shown]
+
+    files: dict[str, Path]
+    notes: tuple[str, ...]
+    tidy: pd.DataFrame
+    values: pd.DataFrame
+    stats: pd.DataFrame | None
 
 
-def format_cell(mean: float, std: float, n: int, max_n: int, mark: str, decimals: int) -> str:
-    r"""One table cell, e.g. ``\textbf{71.2 $\pm$ 1.3} (n=2)``; a cell without seeds is an em-dash."""
-    if n == 0 or math.isnan(mean):
-        return MISSING_CELL
-    body = f"{mean:.{decimals}f}" if math.isnan(std) else f"{mean:.{decimals}f} $\\pm$ {std:.{decimals}f}"
-    if mark == "best":
-        body = rf"\textbf{{{body}}}"
-    elif mark == "second":
-        body = rf"\underline{{{body}}}"
-    return f"{body} (n={n})" if n < max_n else body
+def miou_rows(tidy: pd.DataFrame) -> tuple[str, ...]:
+    """Rows of ``miou.tex``: model, method, decoder, and every other setting that varies between cells."""
+    fixed = ("model", "method", "decoder")
+    cells = tidy.drop_duplicates("cell_id")
+    varying = [
+        c for c in SETTING_COLUMNS if c not in (*fixed, "backbone", "dataset") and cells[c].nunique(dropna=False) > 1
+    ]
+    return (*fixed, *varying)
 
 
-def _row_labels(index: pd.Index) -> list[list[str]]:
-    """Escaped row labels; a label equal to the row above (with the same parents) is left blank."""
-    tuples = [t if isinstance(t, tuple) else (t,) for t in index]
-    out = []
-    for r, t in enumerate(tuples):
-        labels = []
-        for level, value in enumerate(t):
-            same = r > 0 and tuples[r - 1][: level + 1] == t[: level + 1] and level < len(t) - 1
-            labels.append("" if same else escape_latex(value))
-        out.append(labels)
-    return out
-
-
-def _cmidrules(col_keys: list[tuple[Any, ...]], offset: int) -> str:
-    r"""``\cmidrule(lr){a-b}`` under each top-level column group (1-based column numbers)."""
-    rules = []
-    start = 0
-    for i in range(1, len(col_keys) + 1):
-        if i == len(col_keys) or col_keys[i][0] != col_keys[start][0]:
-            rules.append(rf"\cmidrule(lr){{{offset + start + 1}-{offset + i}}}")
-            start = i
-    return " ".join(rules)
-
-
-def latex_table(
-    summary: pd.DataFrame,
-    *,
-    caption: str,
-    label: str,
-    higher_is_better: bool = True,
-    decimals: int = 1,
-) -> str:
-    r"""Render a summary as a booktabs LaTeX table (see the module docstring for marks, ties, missing cells).
-
-    Args:
-        summary: the frame from :func:`analysis.stats.summarize`.
-        caption: the caption, as LaTeX.
-        label: the ``\label`` key, e.g. ``tab:miou``.
-        higher_is_better: False when the smallest mean is best (loss, time, memory).
-        decimals: decimals of mean and std.
-
-    Returns:
-        The ``table`` environment, ``\toprule``/``\midrule``/``\bottomrule`` included.
-
-    Raises:
-        GeopeftError: ``summary`` does not have the shape that :func:`~analysis.stats.summarize` returns, or
-            has no rows.
-    """
-    means, stds, ns = _split(summary)
-    if means.empty or means.shape[1] == 0:
-        raise GeopeftError("latex_table: the summary has no rows or columns; nothing to tabulate")
-    col_keys = [k if isinstance(k, tuple) else (k,) for k in means.columns]
-    depth = len(col_keys[0])
-    mean_arr, std_arr = means.to_numpy(dtype=float), stds.to_numpy(dtype=float)
-    n_arr = ns.to_numpy(dtype="int64")
-    max_n = int(n_arr.max())
-    cells: list[list[str]] = [[] for _ in range(len(means))]
-    for j in range(means.shape[1]):
-        col_means = [float(v) for v in mean_arr[:, j]]
-        marks = column_marks(col_means, decimals, higher_is_better)
-        for i, mark in enumerate(marks):
-            cells[i].append(format_cell(col_means[i], float(std_arr[i, j]), int(n_arr[i, j]), max_n, mark, decimals))
-    names = [str(n) for n in summary.index.names]
-    header: list[tuple[Hashable, ...]] = [(escape_latex(n), *[""] * (depth - 1)) for n in names]
-    header += [tuple(escape_latex(v) for v in k) for k in col_keys]
-    body = [labels + row for labels, row in zip(_row_labels(summary.index), cells, strict=True)]
-    frame = pd.DataFrame(body, columns=pd.MultiIndex.from_tuples(header) if depth > 1 else [h[0] for h in header])
-    styler = frame.style.hide(axis="index")
-    latex = styler.to_latex(
-        hrules=True,
-        column_format="l" * len(names) + "c" * len(col_keys),
-        multicol_align="c",
-        caption=caption,
-        label=label,
-        position_float="centering",
-    )
-    if depth > 1:
-        lines = latex.splitlines()
-        top = lines.index(r"\toprule")
-        lines.insert(top + 2, _cmidrules(col_keys, len(names)))
-        latex = "\n".join(lines) + "\n"
-    return latex
-
-
-def write_tables(root: str | Path) -> dict[str, Path]:
-    """Collect a sweep and write its tables into ``<root>/tables/`` (every file atomically).
+def write_all(root: str | Path) -> Tables:
+    """Collect a sweep and write every table into ``<root>/tables/`` (every file atomically).
 
     Files: ``tidy.csv`` (and ``tidy.parquet`` with pyarrow), ``miou_summary.csv`` (the numeric twin of the
-    LaTeX table: read it back with ``pd.read_csv(path, header=[0, 1, 2], index_col=[0, 1, 2])``) and
-    ``miou.tex`` (test and out-of-distribution mIoU per model, method and decoder).
+    LaTeX table: read it back with ``pd.read_csv(path, header=[0, 1, 2], index_col=[0, 1, 2])``),
+    ``miou.tex`` (mIoU per region, one row per :func:`miou_rows`), and every table of
+    :func:`analysis.writers.write_paper_tables` (``<name>.csv`` and ``<name>.tex`` each).
 
     Args:
         root: the sweep directory.
 
     Returns:
-        File name -> path, for every file written.
+        The files written, the notes on tables left out, and the frames they were made from.
 
     Raises:
         GeopeftError: the sweep has no cells, or a result file is malformed.
@@ -211,11 +92,19 @@ def write_tables(root: str | Path) -> dict[str, Path]:
         raise GeopeftError(f"{root}: the sweep has no cells yet; run `geopeft sweep` first")
     out_dir = SweepPaths(Path(root)).tables_dir
     written = {p.name: p for p in write_tidy(tidy, out_dir)}
-    summary = summarize(tidy, metric="miou")
+    summary = summarize(tidy.assign(bands=tidy["bands"].map(bands_label)), metric="miou", by=miou_rows(tidy))
     summary_csv = out_dir / "miou_summary.csv"
     atomic_write_text(summary_csv, summary.to_csv())
     written[summary_csv.name] = summary_csv
     tex = out_dir / "miou.tex"
     atomic_write_text(tex, latex_table(summary, caption=MIOU_CAPTION, label="tab:miou"))
     written[tex.name] = tex
-    return written
+    extra, notes = write_paper_tables(tidy, out_dir)
+    values = cell_values(tidy)
+    stats = main_stats(values, [])
+    return Tables({**written, **extra}, tuple(notes), tidy, values, stats)
+
+
+def write_tables(root: str | Path) -> dict[str, Path]:
+    """Write every table of a sweep (:func:`write_all`) and return file name -> path."""
+    return write_all(root).files

@@ -85,7 +85,7 @@ def test_errors(tidy: pd.DataFrame, tmp_path: Path) -> None:
     with pytest.raises(GeopeftError, match="metric 'f1' not in the table"):
         summarize(tidy, metric="f1")
     with pytest.raises(GeopeftError, match="not in the table"):
-        summarize(tidy, by=("backbone",))
+        summarize(tidy, by=("no_such_column",))
     with pytest.raises(GeopeftError, match="several cells share"):
         summarize(tidy, across=("dataset",))  # pools test and bolivia: two values per seed
     # two cells differing only in lr are not seeds of one group
