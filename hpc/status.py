@@ -1,14 +1,20 @@
 """``geopeft status``: the grid of cells as a table, from the files alone.
 
-Rows are model × method × decoder, columns are datasets; each entry has one mark per seed.
+Rows are model × method × decoder, columns are datasets; each entry has one mark per seed. Cells that would share
+a row, dataset and seed (a grid that varies the precision, the learning rate or the bands of one model × method ×
+decoder) get a ``settings`` column naming what tells them apart, e.g. ``train.precision=bf16``.
 Failed cells are listed below the grid with their failure class and last error line.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter, defaultdict
+from collections.abc import Iterator, Mapping
+from typing import Any
 
+from geopeft.spec import CellSpec
 from hpc.manifest import Manifest
 from hpc.state import CellState, State
 from hpc.sweep import states
@@ -27,17 +33,56 @@ def summary_line(current: dict[int, CellState]) -> str:
     return f"{len(current)} cells: " + ", ".join(f"{c.get(s, 0)} {s.value}" for s in State)
 
 
+def _flat(d: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, str]]:
+    """Dotted key → JSON value of every leaf of a spec dict."""
+    for key, value in d.items():
+        if isinstance(value, Mapping):
+            yield from _flat(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", json.dumps(value, sort_keys=True)
+
+
+def variants(specs: Mapping[int, CellSpec]) -> dict[int, str]:
+    """For cells that share model label, method, decoder, dataset and seed: the settings that tell them apart.
+
+    Only such groups are flattened (none in most grids), so the status of 10,000 cells stays fast.
+    """
+
+    def row(s: CellSpec) -> tuple[str, str, str]:
+        return (s.model.label, s.tuning.method, s.decoder.name)
+
+    seen: Counter[tuple[str, str, str, str, int]] = Counter((*row(s), s.dataset, s.seed) for s in specs.values())
+    crowded = {key[:3] for key, n in seen.items() if n > 1}
+    groups: dict[tuple[str, str, str], list[int]] = defaultdict(list)
+    for i, s in specs.items():
+        if row(s) in crowded:
+            groups[row(s)].append(i)
+    out: dict[int, str] = {}
+    for members in groups.values():
+        # Flatten each distinct (model, tuning, decoder, train) once: a group is mostly seeds and datasets.
+        parts = {i: (specs[i].model, specs[i].tuning, specs[i].decoder, specs[i].train) for i in members}
+        first = {part: i for i, part in reversed(parts.items())}
+        kinds = {part: dict(_flat(specs[i].to_dict())) for part, i in first.items()}
+        keys = sorted({k for f in kinds.values() for k in f} - {"dataset", "seed"})
+        differ = [k for k in keys if len({f.get(k) for f in kinds.values()}) > 1]
+        names = {part: " ".join(f"{k}={f.get(k, '-')}" for k in differ) for part, f in kinds.items()}
+        out.update({i: names[parts[i]] for i in members})
+    return out
+
+
 def render(manifest: Manifest, current: dict[int, CellState]) -> str:
     """The status grid, the failed cells and a summary line."""
     entries = {e.index: e for e in manifest.active()}
-    rows: dict[tuple[str, str, str], dict[str, list[tuple[int, str]]]] = defaultdict(lambda: defaultdict(list))
+    settings = variants({i: e.spec for i, e in entries.items()})
+    rows: dict[tuple[str, ...], dict[str, list[tuple[int, str]]]] = defaultdict(lambda: defaultdict(list))
     datasets: list[str] = []
     for i, e in entries.items():
         s = e.spec
         if s.dataset not in datasets:
             datasets.append(s.dataset)
-        rows[(s.model.label, s.tuning.method, s.decoder.name)][s.dataset].append((s.seed, MARKS[current[i].state]))
-    header = ["model", "method", "decoder", *datasets]
+        key = (s.model.label, s.tuning.method, s.decoder.name, *((settings.get(i, ""),) if settings else ()))
+        rows[key][s.dataset].append((s.seed, MARKS[current[i].state]))
+    header = ["model", "method", "decoder", *(["settings"] if settings else []), *datasets]
     table = [header]
     for key in rows:
         marks = ["".join(m for _, m in sorted(rows[key][d])) or "-" for d in datasets]

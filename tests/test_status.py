@@ -1,0 +1,54 @@
+"""The status grid: rows, marks per seed, and the settings column for cells that would share a row."""
+
+import textwrap
+
+from hpc.grid import load_grid
+from hpc.manifest import plan
+from hpc.state import CellState, State
+from hpc.status import render, variants
+
+GRID = """
+name: s
+output: {root}/runs
+cache: {root}/cache
+defaults:
+  model: {{name: prithvi_tiny}}
+  decoder: {{name: linear}}
+  dataset: sen1floods11
+  train: {{lr: 1.0e-3}}
+axes:
+  tuning: [{{method: full}}, {{method: lora}}]
+  train: {train}
+  seed: [0, 1]
+"""
+
+
+def manifest(tmp_path, train: str):
+    path = tmp_path / "grid.yaml"
+    path.write_text(textwrap.dedent(GRID.format(root=tmp_path, train=train)))
+    return plan(load_grid(path))
+
+
+def states(m, done=()):
+    return {e.index: CellState(State.DONE if e.index in done else State.MISSING) for e in m.active()}
+
+
+def test_plain_grid_has_no_settings_column(tmp_path):
+    m = manifest(tmp_path, "[{precision: fp32}]")
+    assert variants({e.index: e.spec for e in m.active()}) == {}
+    text = render(m, states(m, done={0}))
+    header = text.splitlines()[1].split()
+    assert header == ["model", "method", "decoder", "sen1floods11"]
+    assert "prithvi_tiny  full    linear   ✓·" in text
+
+
+def test_cells_differing_in_a_train_setting_get_their_own_rows(tmp_path):
+    m = manifest(tmp_path, "[{precision: fp32}, {precision: bf16}]")
+    names = variants({e.index: e.spec for e in m.active()})
+    assert sorted(set(names.values())) == ['train.precision="bf16"', 'train.precision="fp32"']
+    text = render(m, states(m))
+    lines = text.splitlines()
+    assert lines[1].split()[:4] == ["model", "method", "decoder", "settings"]
+    rows = [line for line in lines if line.startswith("prithvi_tiny")]
+    assert len(rows) == 4 and all(line.rstrip().endswith("··") for line in rows)  # two seeds per row, not four
+    assert sum('train.precision="bf16"' in line for line in rows) == 2
