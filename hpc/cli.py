@@ -249,9 +249,12 @@ def report(
 @app.command("run-cell")
 @_friendly
 def run_cell(grid: Grid, index: int) -> None:
-    """Run the cell at a manifest index in this process (the debugging twin of an array task)."""
+    """Run the cell at a manifest index in this process (what SLURM array tasks run, and a debugging aid)."""
+    from geopeft.train.faults import defer_preemption
     from hpc.grid import sweep_root
     from hpc.task import CellTask
+
+    defer_preemption()  # SLURM's USR2 warning before training starts is kept, not fatal
 
     CellTask(str(sweep_root(grid)))(index)
 

@@ -109,6 +109,21 @@ def test_preemption_owns_sigusr2_only_inside_and_sets_a_flag():
         signal.signal(signal.SIGUSR2, previous)
 
 
+def test_a_signal_deferred_before_training_reaches_the_first_preemption():
+    previous = signal.getsignal(signal.SIGUSR2)
+    try:
+        faults.defer_preemption()
+        os.kill(os.getpid(), signal.SIGUSR2)  # would terminate the process without the deferring handler
+        with faults.Preemption() as first:
+            assert first.requested
+        with faults.Preemption() as second:  # taken once
+            assert not second.requested
+        assert signal.getsignal(signal.SIGUSR2) is faults._remember  # deferring again after training
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+        faults._pending.clear()
+
+
 def test_requeue_addresses_the_array_task(tmp_path, monkeypatch):
     log = tmp_path / "calls"
     fake = tmp_path / "bin" / "scontrol"

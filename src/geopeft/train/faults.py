@@ -42,11 +42,32 @@ class Preempted(CellFailed):
         super().__init__(message, reason="preempted")
 
 
+#: SIGUSR2 seen by :func:`defer_preemption`'s handler and not yet taken by a :class:`Preemption`.
+_pending = threading.Event()
+
+
+def _remember(signum: int, frame: FrameType | None) -> None:
+    _pending.set()
+
+
+def defer_preemption() -> None:
+    """Make SIGUSR2 outside training a flag instead of the default (terminating the process).
+
+    ``geopeft run-cell`` (what SLURM array tasks run) calls this first, so a warning signal that arrives while the
+    cell starts up is kept: the next :class:`Preemption` starts with :attr:`Preemption.requested` set, and training
+    checkpoints and requeues at its first step boundary. One that arrives while the best checkpoint is tested lets
+    the test finish. Under submitit, whose own handler is in place, this is not called.
+    """
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGUSR2, _remember)
+
+
 class Preemption:
     """Context manager that owns SIGUSR2 for its body: the handler only sets :attr:`requested`."""
 
     def __init__(self) -> None:
-        self.requested = False
+        self.requested = _pending.is_set()  # a signal deferred before training counts
+        _pending.clear()
         self._previous: Any = None
         self._installed = False
 
