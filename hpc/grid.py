@@ -198,15 +198,20 @@ def _to_spec(cell: dict[str, Any], where: str) -> CellSpec:
 
 
 def validate_spec(spec: CellSpec, where: str) -> None:
-    """Check names and options against the registries (dataset, backbone, decoder, tuning method, metadata)."""
+    """Check names and options against the registries (dataset, backbone, decoder, tuning method, metadata, bands)."""
     # Imported here: the registries pull in torch, which `geopeft status` never needs.
+    from geopeft.data.bands import select_indices
     from geopeft.data.registry import get_dataset
+    from geopeft.models.build import resolve_bands
     from geopeft.models.build import validate as validate_model
     from geopeft.tuning.registry import validate_tuning
 
     try:
-        get_dataset(spec.dataset, where=f"{where}: dataset").require_metadata(spec.model.metadata, where)
+        info = get_dataset(spec.dataset, where=f"{where}: dataset")
+        info.require_metadata(spec.model.metadata, where)
         validate_model(spec.model, spec.decoder, where=where)
+        bands = resolve_bands(spec.model)
+        select_indices(info.bands, bands, f"{where}: model.bands of {spec.model.name} on dataset {spec.dataset}")
         validate_tuning(spec.tuning, where=where, backbone=spec.model.name)
     except ConfigError:
         raise

@@ -69,6 +69,12 @@ def test_demo_grid_is_valid():
         ("train: {lr: 1.0e-3, batch_size: 4}", "train: {lr: 1.0e-3, batchsize: 4}", r"batchsize"),
         ("set: {train.lr: 2.0e-4}", "set: {trian.lr: 2.0e-4}", r"unknown key 'trian.lr'"),
         ("seed: [0, 1, 2]", "seed: []", r"axes.seed must be a non-empty list"),
+        (
+            "dataset: [sen1floods11]",
+            "dataset: [burn_scars]\n  model: [{name: resnet_tiny, bands: [BLUE, COASTAL_AEROSOL]}]",
+            r"model.bands of resnet_tiny on dataset burn_scars: band\(s\) 'COASTAL_AEROSOL' not available; "
+            r"available bands: BLUE, GREEN, RED",
+        ),
     ],
 )
 def test_bad_grid_names_file_key_and_allowed(tmp_path, old, new, match):
