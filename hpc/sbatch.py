@@ -127,6 +127,7 @@ class Context:
         stamp: the submission time as printed in the scripts.
         seq: the submission's number in this sweep (names its scripts).
         python: the interpreter the scripts call; empty for the profile's, else this one.
+        code: the code snapshot the scripts put first on ``PYTHONPATH`` (:mod:`hpc.snapshot`); empty for none.
     """
 
     sweep: str
@@ -136,6 +137,7 @@ class Context:
     stamp: str
     seq: int
     python: str = ""
+    code: str = ""
 
     @property
     def prefix(self) -> str:
@@ -160,6 +162,7 @@ class Context:
             "log_dir": str(self.script_dir / "logs"),
             "setup": "\n".join(profile.setup) or "true",
             "python": shlex.quote(self.python or profile.python or sys.executable),
+            "code": f"export PYTHONPATH={shlex.quote(self.code)}${{PYTHONPATH:+:$PYTHONPATH}}" if self.code else "",
         }
 
 

@@ -24,6 +24,7 @@ from hpc import slurm
 from hpc.manifest import Manifest
 from hpc.profiles import ClusterProfile, Resources
 from hpc.sbatch import Context, Script, array_scripts, prepare_script
+from hpc.snapshot import snapshot
 from hpc.task import CellTask
 
 #: Stands for the prepare job's id in the sbatch lines of a dry run.
@@ -129,11 +130,23 @@ def check_slurm(manifest: Manifest, profile: ClusterProfile, runner: slurm.Runne
 
 
 def plan_scripts(
-    manifest: Manifest, indices: list[int], profile: ClusterProfile, kind: str, prepare: Sequence[Sequence[str]]
+    manifest: Manifest,
+    indices: list[int],
+    profile: ClusterProfile,
+    kind: str,
+    prepare: Sequence[Sequence[str]],
+    *,
+    write_code: bool = True,
 ) -> list[Script]:
-    """Render the scripts of a submission: the prepare job (if any), then one array per shape and chunk."""
+    """Render the scripts of a submission: the prepare job (if any), then one array per shape and chunk.
+
+    They run the code snapshot of this submission (:mod:`hpc.snapshot`), written here unless ``write_code`` is
+    False (a dry run names it only).
+    """
     seq = len(list((manifest.root / "slurm").glob("*.sbatch")))
-    ctx = Context(manifest.name, manifest.root, kind, git_state(), time.strftime("%Y-%m-%d %H:%M:%S"), seq)
+    code = str(snapshot(manifest.root, write=write_code))
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+    ctx = Context(manifest.name, manifest.root, kind, git_state(), stamp, seq, code=code)
     shapes: dict[Resources, list[int]] = {}
     for i in sorted(indices):
         shapes.setdefault(profile.resources_for(manifest.entry(i).spec), []).append(i)
@@ -156,7 +169,7 @@ def _submit_slurm(
     check_slurm(manifest, profile, runner)
     if not indices:
         return Submission()
-    scripts = plan_scripts(manifest, indices, profile, kind, prepare)
+    scripts = plan_scripts(manifest, indices, profile, kind, prepare, write_code=not dry_run)
     gpu_h = sum(len(s.indices) * s.resources.gpus * s.resources.time_limit_min / 60 for s in scripts if s.resources)
     cpu_h = sum(
         len(s.indices)

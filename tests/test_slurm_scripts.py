@@ -24,8 +24,9 @@ UPDATE = os.environ.get("GEOPEFT_UPDATE_GOLDEN") == "1"
 def context(kind: str = "sweep") -> Context:
     git = {"sha": "0123456789abcdef0123", "dirty": True}
     return Context(
-        "paper", Path("/scratch/me/runs/paper"), kind, git, "2025-01-02 03:04:05", 7, "/opt/venv/bin/python"
-    )
+        "paper", Path("/scratch/me/runs/paper"), kind, git, "2025-01-02 03:04:05", 7, "/opt/venv/bin/python",
+        code="/scratch/me/runs/paper/code/0123456789ab",
+    )  # fmt: skip
 
 
 def golden(name: str, text: str) -> None:
@@ -156,3 +157,26 @@ def test_local_profiles_show_cells_their_gpus_and_refuse_cuda_without_any(tmp_pa
         job = make_executor(m, load_profile(name)).submit(lambda: os.environ.get("CUDA_VISIBLE_DEVICES"))
         seen[name] = job.result()
     assert seen == {"local": "", "local-gpu": "0"}
+
+
+def test_submission_runs_a_snapshot_of_the_code_that_later_edits_do_not_touch(tmp_path):
+    import hpc.snapshot as snap
+
+    cluster = Cluster()
+    m = manifest(tmp_path)
+    dry = submit_indices(m, [0, 1], profile_file(tmp_path, ""), "sweep", dry_run=True, runner=cluster)
+    assert not (tmp_path / "runs" / "code").exists()  # a dry run only names it
+    done = submit_indices(m, [0, 1], profile_file(tmp_path, ""), "sweep", runner=cluster)
+    [code] = list((tmp_path / "runs" / "code").iterdir())
+    assert f"export PYTHONPATH={code}" in done.scripts[0].text and str(code) in dry.scripts[0].text
+    assert {p.name for p in code.iterdir()} == {"geopeft", "hpc", "analysis", "sbatch"}
+    assert (code / "hpc" / "snapshot.py").read_text() == Path(snap.__file__).read_text()
+    assert not list(code.rglob("__pycache__"))
+    again = submit_indices(m, [0, 1], profile_file(tmp_path, ""), "rerun", runner=cluster)
+    assert f"export PYTHONPATH={code}" in again.scripts[0].text  # unchanged code: the same snapshot
+    assert len(list((tmp_path / "runs" / "code").iterdir())) == 1
+    dirs = snap.package_dirs()
+    edited = {**dirs, "geopeft": tmp_path / "edited"}
+    (tmp_path / "edited").mkdir()
+    (tmp_path / "edited" / "__init__.py").write_text("# an edit after submission\n")
+    assert snap.code_hash(edited) != code.name == snap.code_hash(dirs)
