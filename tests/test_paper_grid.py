@@ -2,8 +2,8 @@
 
 Every result-affecting column of the CSV is mapped explicitly onto geopeft's names; the comparison is on the
 resolved values (a spec's empty ``bands`` is its backbone's default, a linear decoder's ``upsampling: 0`` its
-map's stride). The one declared gap (no ImageNet-21k weights for ``vit_b16``) is asserted as a gap, so the test
-fails once the gap is closed and the grid file should change.
+map's stride). A declared gap (``GAPS``: a released setting geopeft cannot reproduce yet; none at present) is
+asserted as a gap, so the test fails once the gap is closed and the grid file should change.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ RECORDED = {"m_cashew_plantation": ("time",), "m_sa_crop_type": ()}
 #: SMP Unet's default decoder_channels (the CSV leaves them unset).
 SMP_CHANNELS = (256, 128, 64, 32, 16)
 #: Released settings geopeft cannot reproduce yet: (model, column) -> the value geopeft uses instead.
-GAPS = {("vit_b16", "weights"): "none"}
+GAPS: dict[tuple[str, str], str] = {}
 
 
 def _json(value: str) -> Any:
@@ -185,11 +185,15 @@ def test_prithvi_2_100m_waits_for_the_lr_search(grid: Any) -> None:
     assert len(rates) == 16 and rates[0] == pytest.approx(1e-5) and rates[-1] == pytest.approx(1e-3)
 
 
-def test_declared_gaps_are_still_gaps() -> None:
+def test_declared_gaps_are_still_gaps(rows: list[dict[str, str]]) -> None:
     from hpc.weights import catalogue
 
-    names = {row[0] if isinstance(row, tuple) else getattr(row, "name", None) for row in catalogue(None)}
-    assert "vit_b16" not in names, "vit_b16 weights exist now: set weights: vit_b16 in sweeps/paper.yaml, drop GAPS"
+    fits = {backbone for row in catalogue(None) for backbone in row.backbones}
+    pretrained = {MODEL[r["model"]] for r in rows if r["backbone_pretrained"] == "True"}
+    gaps = {model for model, column in GAPS if column == "weights"}
+    assert "vit_b16" in pretrained and "unet_resnet50" not in pretrained
+    assert not gaps & fits, f"weights exist now for {gaps & fits}: set them in sweeps/paper.yaml, drop them from GAPS"
+    assert pretrained - gaps <= fits, f"released with pretrained weights, not in the catalogue: {pretrained - fits}"
 
 
 def test_lora_targets_are_the_papers(rows: list[dict[str, str]], grid: Any) -> None:

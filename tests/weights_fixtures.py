@@ -1,7 +1,8 @@
 """Writers of checkpoint files in the official key layouts, shared by the loader and catalogue tests.
 
-Every layout is written from the key lists of architectures.md (Prithvi §1.4, Clay §2.5, DeCUR §3), never from
-our models' ``state_dict()``, so a loader is checked against the published names, not against itself.
+Every layout is written from the key lists of architectures.md (Prithvi §1.4, Clay §2.5, DeCUR §3) and of timm's
+``vit_base_patch16_224`` (the ViT-B/16 baseline), never from our models' ``state_dict()``, so a loader is checked
+against the published names, not against itself.
 """
 
 from __future__ import annotations
@@ -188,6 +189,40 @@ def fake_state_dict(shapes: dict[str, tuple[int, ...]], seed: int = 0) -> dict[s
         k: torch.tensor(0, dtype=torch.long) if k.endswith("num_batches_tracked") else torch.randn(s, generator=gen)
         for k, s in shapes.items()
     }
+
+
+# --- timm ViT-B/16 (``vit_base_patch16_224.augreg_in21k_ft_in1k``, Hugging Face ``model.safetensors``) -----------
+
+
+def timm_vit_shapes(
+    dim: int = 768, depth: int = 12, patch: int = 16, img: int = 224, num_classes: int = 1000
+) -> dict[str, tuple[int, ...]]:
+    """Key -> shape of timm's ``vit_base_patch16_224`` (RGB, 224 pixels, ImageNet head), written out by rule."""
+    shapes: dict[str, tuple[int, ...]] = {
+        "cls_token": (1, 1, dim),
+        "pos_embed": (1, 1 + (img // patch) ** 2, dim),
+        "patch_embed.proj.weight": (dim, 3, patch, patch),
+        "patch_embed.proj.bias": (dim,),
+    }
+    for i in range(depth):
+        shapes |= _block_shapes(f"blocks.{i}.", dim)
+    shapes |= {"norm.weight": (dim,), "norm.bias": (dim,)}
+    shapes |= {"head.weight": (num_classes, dim), "head.bias": (num_classes,)}
+    return shapes
+
+
+def write_timm_vit(path: Path, *, constant: bool = False, **kwargs: int) -> dict[str, torch.Tensor]:
+    """A safetensors file in :func:`timm_vit_shapes`' layout; random tensors, or one constant per key (fast)."""
+    from safetensors.torch import save_file
+
+    gen = torch.Generator().manual_seed(2)
+    state = {
+        k: torch.full(s, (i + 1) / 1000) if constant else torch.randn(s, generator=gen)
+        for i, (k, s) in enumerate(timm_vit_shapes(**kwargs).items())
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(state, path)
+    return state
 
 
 # --- catalogue entries for the tiny backbones -----------------------------------------------------------------------

@@ -7,9 +7,11 @@ downloaded at run time (compute nodes usually have no internet): ``geopeft weigh
 node that can reach the URL, and the sweep refuses to submit while one is missing.
 
 The entries follow architectures.md §1.2 (Prithvi EO 1.0/2.0, ``ibm-nasa-geospatial`` on Hugging Face), §2.5
-(Clay v1 base, ``made-with-clay/Clay-legacy``) and §3 (DeCUR, torchgeo's URL pinned to a commit). No SHA-256 is
-pinned for them (``sha256=None``): none could be checked from here, and an invented value would only break the
-download. Integrity is trust-on-first-use through a sidecar instead (:mod:`geopeft.models.integrity`).
+(Clay v1 base, ``made-with-clay/Clay-legacy``), §3 (DeCUR, torchgeo's URL pinned to a commit) and study.md §1 (the
+ViT-B/16 baseline: timm's ``vit_base_patch16_224.augreg_in21k_ft_in1k`` from its Hugging Face repository, the file
+``timm.create_model(..., pretrained=True)`` reads). No SHA-256 is pinned for them (``sha256=None``): none could be
+checked from here, and an invented value would only break the download. Integrity is trust-on-first-use through a
+sidecar instead (:mod:`geopeft.models.integrity`).
 Tests and users register further entries (e.g. a tiny backbone's) with :func:`register_weights`.
 """
 
@@ -23,12 +25,14 @@ from typing import Any, TypeVar
 from torch import nn
 
 from geopeft.errors import ConfigError, WeightsError, unknown_choice
+from geopeft.models.baselines import ViTB16Encoder
 from geopeft.models.clay import ClayEncoder, load_clay_weights
 from geopeft.models.integrity import check_hex, read_sidecar, verify_file, write_sidecar
 from geopeft.models.prithvi import PrithviViT
 from geopeft.models.prithvi_weights import load_prithvi_weights
 from geopeft.models.registry import get_backbone
 from geopeft.models.resnet import ResNetEncoder, load_decur_weights
+from geopeft.models.vit_weights import load_vit_b16_weights
 from geopeft.registry import Registry
 
 __all__ = [
@@ -219,6 +223,10 @@ def _load_decur(model: nn.Module, path: Path) -> None:
     load_decur_weights(_expect(model, ResNetEncoder, "DeCUR", path), path)
 
 
+def _load_vit_b16(model: nn.Module, path: Path) -> None:
+    load_vit_b16_weights(_expect(model, ViTB16Encoder, "ViT-B/16 ImageNet-21k", path), path)
+
+
 def _hf(repo: str, file: str, revision: str = "main") -> str:
     return f"https://huggingface.co/{repo}/resolve/{revision}/{file}"
 
@@ -255,5 +263,16 @@ register_weights(
             revision="eba7ae5945d482a4319be046d34b552db5dd9950",
         ),
         _load_decur,
+    )
+)
+# timm's ImageNet-21k (augreg, fine-tuned on 1k) ViT-B/16, the paper's "ViT (IN-21K)" baseline. The repository names
+# its file model.safetensors; it is stored under the model's name so that it cannot be mistaken for another.
+register_weights(
+    PretrainedWeights(
+        "vit_b16",
+        ("vit_b16",),
+        "vit_base_patch16_224.augreg_in21k_ft_in1k.safetensors",
+        _hf("timm/vit_base_patch16_224.augreg_in21k_ft_in1k", "model.safetensors"),
+        _load_vit_b16,
     )
 )
