@@ -42,6 +42,18 @@ from geopeft.result import CellResult, check_schema
 #: Metrics of every region besides the per-class IoUs ``iou_<class index>``.
 SCALAR_METRICS = ("miou", "accuracy", "loss")
 
+#: Train-summary columns of a cell (NaN/NA for cells without a result).
+TRAIN_COLUMNS = (
+    "epochs_run",
+    "best_epoch",
+    "wall_time_s",
+    "time_per_epoch_s",
+    "samples_per_s",
+    "peak_memory_mb",
+    "device",
+    "world_size",
+)
+
 #: Columns of the tidy table, in order.
 TIDY_COLUMNS = (
     "cell_id",
@@ -71,14 +83,7 @@ TIDY_COLUMNS = (
     "metric",
     "value",
     "n",
-    "epochs_run",
-    "best_epoch",
-    "wall_time_s",
-    "time_per_epoch_s",
-    "samples_per_s",
-    "peak_memory_mb",
-    "device",
-    "world_size",
+    *TRAIN_COLUMNS,
     "trainable_params",
     "total_params",
     "reason",
@@ -112,17 +117,6 @@ FLOAT_COLUMNS = (
     "time_per_epoch_s",
     "samples_per_s",
     "peak_memory_mb",
-)
-#: Train-summary columns of a cell (NaN/NA for cells without a result).
-TRAIN_COLUMNS = (
-    "epochs_run",
-    "best_epoch",
-    "wall_time_s",
-    "time_per_epoch_s",
-    "samples_per_s",
-    "peak_memory_mb",
-    "device",
-    "world_size",
 )
 
 

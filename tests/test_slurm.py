@@ -25,8 +25,6 @@ from hpc.sweep import rerun, states, sweep
 
 pytestmark = pytest.mark.slurm
 
-ROOT = Path(__file__).resolve().parents[1]
-CLUSTER = ROOT / "scripts" / "slurm-test-cluster.sh"
 GRID = """
 name: {name}
 output: {root}/runs-{name}
@@ -41,15 +39,6 @@ axes:
   tuning: [{{method: full}}, {{method: lora, options: {{r: 4, alpha: 4}}}}]
   seed: {seeds}
 """
-
-
-@pytest.fixture(scope="session")
-def cluster() -> str:
-    """Bring the test cluster up (idempotent); fail loudly, never skip, when it cannot start."""
-    proc = subprocess.run([str(CLUSTER), "up"], capture_output=True, text=True, timeout=600, check=False)
-    if proc.returncode != 0:
-        pytest.fail(f"{CLUSTER} up failed (exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-    return proc.stdout
 
 
 @pytest.fixture(scope="module")

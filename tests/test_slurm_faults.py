@@ -25,8 +25,6 @@ from hpc.state import State, Submitted, cell_state
 from hpc.status import render, wait
 from hpc.sweep import rerun, states, sweep
 
-ROOT = Path(__file__).resolve().parents[1]
-CLUSTER = ROOT / "scripts" / "slurm-test-cluster.sh"
 HOLD = "geopeft_down"  # a partition that queues jobs and never starts them
 GRID = """
 name: {name}
@@ -50,15 +48,6 @@ time_limit_min = 30
 max_parallel = 1
 setup = ["export HDF5_USE_FILE_LOCKING=FALSE", "export OMP_NUM_THREADS=1"]
 """
-
-
-@pytest.fixture(scope="module")
-def cluster() -> str:
-    """Bring the test cluster up (idempotent); fail loudly, never skip, when it cannot start."""
-    proc = subprocess.run([str(CLUSTER), "up"], capture_output=True, text=True, timeout=600, check=False)
-    if proc.returncode != 0:
-        pytest.fail(f"{CLUSTER} up failed (exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-    return proc.stdout
 
 
 @pytest.fixture(scope="module")
