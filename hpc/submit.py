@@ -8,10 +8,12 @@ MaxArraySize) runs before the first ``sbatch``, so bad input submits nothing.
 
 from __future__ import annotations
 
+import shlex
 import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import submitit
@@ -52,8 +54,12 @@ class Submission:
     cpu_hours: float = 0.0
 
 
-def make_executor(manifest: Manifest, profile: ClusterProfile) -> submitit.Executor:
-    """A submitit executor configured from a local profile."""
+def make_executor(manifest: Manifest, profile: ClusterProfile, code: Path | None = None) -> submitit.Executor:
+    """A submitit executor configured from a local profile; its tasks import ``code`` first when given.
+
+    ``code`` is the submission's snapshot (:mod:`hpc.snapshot`): cells waiting for a slot run the code as it
+    was submitted, as SLURM array tasks do.
+    """
     folder = manifest.paths.submitit_dir
     executor = submitit.LocalExecutor(folder=folder)
     # submitit sets CUDA_VISIBLE_DEVICES to the first ``gpus_per_node`` GPUs, "" (none) for 0: a CPU-only profile
@@ -64,6 +70,8 @@ def make_executor(manifest: Manifest, profile: ClusterProfile) -> submitit.Execu
         stderr_to_stdout=True,
         gpus_per_node=profile.gpus_per_task,
     )
+    if code is not None:
+        executor.update_parameters(setup=[f"export PYTHONPATH={shlex.quote(str(code))}${{PYTHONPATH:+:$PYTHONPATH}}"])
     return executor
 
 
@@ -89,7 +97,7 @@ def submit_indices(
         return Submission()
     submitted_at = time.time()  # before the first task can start
     task = CellTask(str(manifest.root), profile.max_parallel)
-    jobs = make_executor(manifest, profile).map_array(task, indices)
+    jobs = make_executor(manifest, profile, snapshot(manifest.root)).map_array(task, indices)
     record_jobs: dict[str, Any] = {}
     for index, job in zip(indices, jobs, strict=True):
         pid_start = process_start_ticks(int(job.job_id))

@@ -180,3 +180,13 @@ def test_submission_runs_a_snapshot_of_the_code_that_later_edits_do_not_touch(tm
     (tmp_path / "edited").mkdir()
     (tmp_path / "edited" / "__init__.py").write_text("# an edit after submission\n")
     assert snap.code_hash(edited) != code.name == snap.code_hash(dirs)
+
+
+def test_local_cells_import_the_snapshot_of_their_submission(tmp_path):
+    from hpc.snapshot import snapshot
+    from hpc.submit import make_executor
+
+    m = manifest(tmp_path)
+    code = snapshot(m.root)
+    job = make_executor(m, load_profile("local"), code).submit(lambda: __import__("geopeft").__file__)
+    assert job.result() == str(code / "geopeft" / "__init__.py")
