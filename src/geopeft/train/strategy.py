@@ -114,7 +114,16 @@ class Strategy:
         self.optimizer.load_state_dict(state)
 
     def sync_model(self) -> None:
-        """Make the caller's module hold the trained weights (it is the trained module: nothing to do)."""
+        """Give every rank rank 0's buffers before evaluating or checkpointing (a collective with several ranks).
+
+        The caller's module is the trained one, so the weights are in place. Buffers (BatchNorm running
+        statistics) are not: each rank updates them from its own batches (DDP broadcasts them only at the start
+        of each forward; DeepSpeed ZeRO-1/2 never), so without this a sharded evaluation would mix slightly
+        different models. Rank 0's are the ones its checkpoints keep.
+        """
+        if world_size() > 1:
+            for buffer in self.model.buffers():
+                dist.broadcast(buffer, 0)
 
     def close(self) -> None:
         """Release what the strategy holds beyond the module (DeepSpeed's hooks); nothing here."""
