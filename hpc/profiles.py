@@ -10,7 +10,7 @@ as one array per resulting resource shape.
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -151,7 +151,7 @@ class ClusterProfile:
         return Resources(**{k: getattr(self, k) for k in RESOURCE_KEYS})
 
     def _apply(self, shape: Shape) -> Resources:
-        return Resources(**{**{k: getattr(self, k) for k in RESOURCE_KEYS}, **dict(shape.set)})
+        return replace(self.default_resources, **dict(shape.set))
 
     def resources_for(self, spec: CellSpec) -> Resources:
         """The resources of ``spec``: those of the last matching shape, else the defaults."""

@@ -106,9 +106,13 @@ class CacheDataset(Dataset[dict[str, Any]]):
             ids = f[schema.IDS].asstr()[:].tolist()
             dates = f[schema.DATE].asstr()[:].tolist()
             lats, lons = f[schema.LAT][:], f[schema.LON][:]
-        hint = schema.rebuild_hint(str(self.header.attrs["dataset"]), self.path.parent.parent)
+        hint = self._rebuild_hint()
         fix = f"rebuild the cache from raw files that record it with {hint}, or drop it from model.metadata"
         return metadata_table(self.path, self.metadata_kinds, ids, dates, lats, lons, fix)
+
+    def _rebuild_hint(self) -> str:
+        """The ``geopeft prepare`` command that rebuilds this file."""
+        return schema.rebuild_hint(str(self.header.attrs["dataset"]), self.path.parent.parent)
 
     def set_epoch(self, seed: int, epoch: int) -> None:
         """Key the D4 draws of the coming epoch; DataLoader workers copy it when the epoch's iterator starts."""
@@ -148,24 +152,23 @@ class CacheDataset(Dataset[dict[str, Any]]):
             images.read_direct(raw, np.s_[i])
             masks.read_direct(mask, np.s_[i])
         except OSError as exc:
-            hint = schema.rebuild_hint(str(self.header.attrs["dataset"]), self.path.parent.parent)
             raise CacheError(
-                f"{self.path}: sample {i} cannot be read ({exc}); delete the file and rebuild it with {hint}"
+                f"{self.path}: sample {i} cannot be read ({exc}); delete the file and rebuild it with "
+                f"{self._rebuild_hint()}"
             ) from None
         return raw, mask
 
     def _normalise(self, raw: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
         """:func:`geopeft.data.transforms.normalise` of the selected bands, bit for bit, as a float32 array.
 
-        The same float32 operations in the same order (scale, subtract the mean, divide by the std), run as whole-array
-        torch kernels: about twice numpy's speed for a 512x512x13 chip (``bench/cache_read.py``). Band selection
-        gathers the stored dtype first, which moves half the bytes of a float32 gather.
+        The same float32 operations in the same order (scale, subtract the mean, divide by the std), as whole-array
+        torch kernels. Band selection gathers the stored dtype first, which moves half the bytes of a float32 gather.
         """
         x = torch.from_numpy(raw)
         if self._gather is not None:
             x = x.index_select(0, self._gather)
-        # numpy allocates the output (it advises huge pages for large arrays: up to 512x fewer page faults for a
-        # 13.6 MB chip than torch's allocator, which matters most in VMs), torch converts into it.
+        # numpy allocates the output (it advises transparent huge pages for large arrays, so a fresh 13.6 MB chip
+        # takes far fewer page faults), torch converts into it.
         result: np.ndarray[Any, Any] = np.empty(tuple(x.shape), dtype=np.float32)
         out = torch.from_numpy(result)
         out.copy_(x)

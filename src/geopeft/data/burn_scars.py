@@ -29,8 +29,8 @@ import numpy.typing as npt
 
 from geopeft.data.bands import HLS_BANDS
 from geopeft.data.geotiff import centre_lat_lon, open_geotiff
-from geopeft.data.registry import SPLITS_ROOT, DatasetInfo, RawSample, register_dataset
-from geopeft.errors import DataError, unknown_choice
+from geopeft.data.registry import SPLITS_ROOT, DatasetInfo, RawSample, register_dataset, split_file_in
+from geopeft.errors import DataError
 
 INFO = DatasetInfo(
     name="burn_scars",
@@ -188,9 +188,7 @@ class BurnScarsSource:
 
     def split_file(self, split: str, splits_dir: Path) -> Path:
         """The split file of ``split`` (``train_data.txt``, ``val_data.txt``, ``test_data.txt``)."""
-        if split not in SPLIT_FILES:
-            raise unknown_choice("burn_scars split", split, SPLIT_FILES)
-        return splits_dir / SPLIT_FILES[split]
+        return split_file_in("burn_scars", SPLIT_FILES, split, splits_dir)
 
     def source_files(self, raw: Path, split: str, ids: Sequence[str]) -> list[Path]:
         """The image and mask file of every id.

@@ -38,8 +38,8 @@ import numpy.typing as npt
 
 from geopeft.data.clc import BEN19_CLASSES, clc_to_ben19
 from geopeft.data.geotiff import centre_lat_lon, open_geotiff
-from geopeft.data.registry import SPLITS_ROOT, DatasetInfo, RawSample, register_dataset, require_files
-from geopeft.errors import DataError, unknown_choice
+from geopeft.data.registry import SPLITS_ROOT, DatasetInfo, RawSample, register_dataset, require_files, split_file_in
+from geopeft.errors import DataError
 
 #: (file suffix, band name, resolution in metres) of the 12 L2A bands in the order they are stored.
 BAND_FILES: tuple[tuple[str, str, int], ...] = (
@@ -231,9 +231,7 @@ class ReBEN7kSource:
 
     def split_file(self, split: str, splits_dir: Path) -> Path:
         """The split file of ``split`` (``austria`` is ``Austria.txt``, ``ireland`` is ``Ireland.txt``)."""
-        if split not in SPLIT_FILES:
-            raise unknown_choice("reben_7k split", split, SPLIT_FILES)
-        return splits_dir / SPLIT_FILES[split]
+        return split_file_in("reben_7k", SPLIT_FILES, split, splits_dir)
 
     def source_files(self, raw: Path, split: str, ids: Sequence[str]) -> list[Path]:
         """The 12 band files and the reference map of every id.

@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 import math
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, TypeVar, runtime_checkable
@@ -22,7 +22,7 @@ from typing import Protocol, TypeVar, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
-from geopeft.errors import ConfigError, DataError
+from geopeft.errors import ConfigError, DataError, unknown_choice
 from geopeft.registry import Registry
 from geopeft.spec import METADATA_KINDS
 
@@ -236,6 +236,17 @@ def dataset_names() -> list[str]:
     """Registered dataset names in registration order."""
     _load_builtin()
     return _SOURCES.names()
+
+
+def split_file_in(dataset: str, files: Mapping[str, str], split: str, splits_dir: Path) -> Path:
+    """``splits_dir / files[split]``: the split file of a dataset whose splits map to fixed file names.
+
+    Raises:
+        ConfigError: ``split`` is not one of ``files``; the message names the allowed splits.
+    """
+    if split not in files:
+        raise unknown_choice(f"{dataset} split", split, files)
+    return splits_dir / files[split]
 
 
 def read_split_ids(path: Path, split: str) -> list[str]:

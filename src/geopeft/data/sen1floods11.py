@@ -23,8 +23,8 @@ import numpy as np
 
 from geopeft.data.bands import S2_BANDS
 from geopeft.data.geotiff import centre_lat_lon, open_geotiff
-from geopeft.data.registry import SPLITS_ROOT, DatasetInfo, RawSample, register_dataset, require_files
-from geopeft.errors import DataError, unknown_choice
+from geopeft.data.registry import SPLITS_ROOT, DatasetInfo, RawSample, register_dataset, require_files, split_file_in
+from geopeft.errors import DataError
 
 INFO = DatasetInfo(
     name="sen1floods11",
@@ -110,9 +110,7 @@ class Sen1Floods11Source:
 
     def split_file(self, split: str, splits_dir: Path) -> Path:
         """The split file of ``split`` (``val`` is ``valid_data.txt``)."""
-        if split not in SPLIT_FILES:
-            raise unknown_choice("sen1floods11 split", split, SPLIT_FILES)
-        return splits_dir / SPLIT_FILES[split]
+        return split_file_in("sen1floods11", SPLIT_FILES, split, splits_dir)
 
     def source_files(self, raw: Path, split: str, ids: Sequence[str]) -> list[Path]:
         """Image and label files of ``ids`` plus the metadata GeoJSON when present.
