@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -94,13 +95,16 @@ def scancel(job_id: str, runner: Runner = run_command) -> None:
     runner(["scancel", job_id], clean_env())
 
 
-def queued_jobs(job_ids: Iterable[str], runner: Runner | None = None) -> frozenset[str] | None:
+def queued_jobs(
+    job_ids: Iterable[str], runner: Runner | None = None, *, tries: int = 3, pause_s: float = 1.0
+) -> frozenset[str] | None:
     """Which of ``job_ids`` squeue still lists (pending, running, completing, requeued), in one call.
 
     Array tasks are named ``<array job>_<task>`` (``squeue --array``), other jobs by their id. Jobs that ended
-    or were cancelled are not listed. Returns None when it cannot tell: no ``squeue`` on this machine, or it
-    failed (controller unreachable). squeue refuses a list whose every id has left the controller's memory
-    ("Invalid job id"); that answer means none of them is queued.
+    or were cancelled are not listed. A failed call (a busy controller times out, ``Socket timed out on
+    send/recv``) is tried again, ``tries`` times in all, ``pause_s`` apart. Returns None when it cannot tell:
+    no ``squeue`` on this machine, or every try failed. squeue refuses a list whose every id has left the
+    controller's memory ("Invalid job id"); that answer means none of them is queued.
     """
     arrays = sorted({job.split("_")[0] for job in job_ids if job})
     if not arrays:
@@ -110,10 +114,17 @@ def queued_jobs(job_ids: Iterable[str], runner: Runner | None = None) -> frozens
             return None
         runner = run_command
     argv = ["squeue", "--noheader", "--array", "--format=%i", f"--jobs={','.join(arrays)}"]
-    try:
-        out = runner(argv, clean_env())
-    except SubmitError as exc:
-        return frozenset() if "Invalid job id" in str(exc) else None
-    except (OSError, subprocess.SubprocessError):
+    for attempt in range(1, tries + 1):
+        try:
+            out = runner(argv, clean_env())
+            break
+        except SubmitError as exc:
+            if "Invalid job id" in str(exc):
+                return frozenset()
+        except (OSError, subprocess.SubprocessError):
+            pass
+        if attempt < tries:
+            time.sleep(pause_s)
+    else:
         return None
     return frozenset(line.strip() for line in out.splitlines() if line.strip())

@@ -3,7 +3,7 @@
 ``done``     result.json exists;
 ``running``  an attempt started and has not ended, and its process is alive (checked on its host);
 ``pending``  submitted after its last attempt started, and the submitted job is still alive; or the last
-             attempt was preempted and SLURM still queues its requeued job;
+             attempt was preempted and SLURM still queues its requeued job (or squeue cannot tell);
 ``failed``   the last attempt ended with an error (class from failed.json), or its process vanished
              without a record (class ``lost``: SIGKILL, node failure, scancel without grace), or a SLURM job
              left the queue before its cell started (class ``lost``: scancel while pending, node failure);
@@ -121,9 +121,11 @@ def cell_state(paths: CellPaths, submitted: Submitted | None = None) -> CellStat
     if last is not None:
         end = ends.get(last["attempt"])
         reason = end.get("reason", "") if end else "lost"
-        if reason == "preempted" and submitted is not None and submitted.queued:
-            detail = f"preempted, requeued as job {submitted.job_id} (attempt {last['attempt']})"
-            return CellState(State.PENDING, detail=detail, attempts=len(starts))
+        if reason == "preempted" and submitted is not None and submitted.executor == "slurm":
+            if submitted.queued is not False:  # listed, or squeue did not answer: alive, as everywhere else
+                unknown = "" if submitted.queued else "; squeue did not answer"
+                detail = f"preempted, requeued as job {submitted.job_id} (attempt {last['attempt']}){unknown}"
+                return CellState(State.PENDING, detail=detail, attempts=len(starts))
         return CellState(State.FAILED, reason=reason or "error", detail=_last_error(paths), attempts=len(starts))
     return CellState(State.MISSING)
 

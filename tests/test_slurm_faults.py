@@ -17,10 +17,12 @@ import pytest
 from geopeft.attempts import read_attempts
 from geopeft.cache.build import prepare
 from geopeft.data.synthetic import write_sen1floods11
+from geopeft.errors import SubmitError
 from geopeft.io import append_jsonl, read_json
 from geopeft.paths import SweepPaths
 from hpc.manifest import Manifest, read_manifest
 from hpc.profiles import load_profile
+from hpc.slurm import queued_jobs
 from hpc.state import State, Submitted, cell_state
 from hpc.status import render, wait
 from hpc.sweep import rerun, states, sweep
@@ -78,6 +80,17 @@ def job_field(job_id: str, key: str) -> str:
     return dict(part.split("=", 1) for part in out.split() if "=" in part).get(key, "")
 
 
+def explain(manifest: Manifest, current, job: str = "") -> str:
+    """The status table, SLURM's view of the job and the tail of every job log: what a failed assertion shows."""
+    parts = [render(manifest, current)]
+    if job:
+        shown = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True, check=False)
+        parts.append(f"--- scontrol show job {job}\n{shown.stdout}{shown.stderr}")
+    for log in sorted(manifest.root.glob("slurm/logs/*")):
+        parts.append(f"--- {log.name}\n" + "\n".join(log.read_text(errors="replace").splitlines()[-40:]))
+    return "\n".join(parts)
+
+
 def until(check, what: str, timeout_s: float = 240.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not check():
@@ -98,7 +111,7 @@ def test_usr2_checkpoints_requeues_the_array_task_resumes_and_finishes(cluster, 
     until(lambda: job_field(job, "JobState") == "PENDING", "the requeued job to be pending", 60)
     subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True, timeout=30)
     current = wait(manifest, poll_s=1.0, timeout_s=240)
-    assert current[0].state is State.DONE, render(manifest, current)
+    assert current[0].state is State.DONE, explain(manifest, current, job)
 
     attempts = read_attempts(paths)
     assert [(a["event"], a.get("status"), a.get("reason", "")) for a in attempts] == [
@@ -121,7 +134,7 @@ def test_two_task_srun_cell_trains_with_ddp_from_slurm_variables(cluster, data):
     script = next(manifest.root.rglob("*.sbatch")).read_text()
     assert "#SBATCH --ntasks-per-node=2" in script and "srun" in script
     current = wait(manifest, poll_s=1.0, timeout_s=300)
-    assert current[0].state is State.DONE, render(manifest, current)
+    assert current[0].state is State.DONE, explain(manifest, current)
     result = read_json(manifest.paths.cell(manifest.entry(0).cell_id).result)
     assert result["train"]["world_size"] == 2
     assert result["provenance"]["distributed"]["launcher"] == "slurm"  # ranks from SLURM_PROCID / SLURM_NTASKS
@@ -151,7 +164,7 @@ def test_job_cancelled_while_queued_is_failed_lost_and_rerun_resubmits_it(data, 
     redo = rerun(manifest.root, profile(data), which="failed")
     assert redo.submitted == (0,)
     current = wait(manifest, poll_s=1.0, timeout_s=240)
-    assert current[0].state is State.DONE, render(manifest, current)
+    assert current[0].state is State.DONE, explain(manifest, current)
 
 
 def test_squeue_answers_decide_lost_and_requeued_cells(tmp_path):
@@ -178,3 +191,30 @@ def test_squeue_answers_decide_lost_and_requeued_cells(tmp_path):
                                   "reason": "preempted"})  # fmt: skip
     assert cell_state(paths, sub(True)).state is State.PENDING and "requeued" in cell_state(paths, sub(True)).detail
     assert (cell_state(paths, sub(False)).state, cell_state(paths, sub(False)).reason) == (State.FAILED, "preempted")
+    unknown = cell_state(paths, sub(None))  # squeue did not answer: alive, as for every other SLURM job
+    assert unknown.state is State.PENDING and "squeue did not answer" in unknown.detail
+    local = Submitted(before, "local", "1", "login", None)  # a local preempted cell is not requeued by anyone
+    assert (cell_state(paths, local).state, cell_state(paths, local).reason) == (State.FAILED, "preempted")
+
+
+def test_squeue_is_asked_again_when_the_controller_does_not_answer():
+    calls: list[list[str]] = []
+
+    def flaky(answers):
+        def runner(argv, env):
+            calls.append(list(argv))
+            answer = answers[len(calls) - 1]
+            if isinstance(answer, Exception):
+                raise answer
+            return answer
+
+        return runner
+
+    timeout = SubmitError("`squeue` failed (exit 1): slurm_load_jobs error: Socket timed out on send/recv operation")
+    assert queued_jobs(["7_0", "7_1", "9"], flaky([timeout, "7_1\n9\n"]), pause_s=0) == {"7_1", "9"}
+    assert calls[0][-1] == "--jobs=7,9" and len(calls) == 2
+    calls.clear()
+    assert queued_jobs(["7_0"], flaky([timeout] * 3), pause_s=0) is None and len(calls) == 3
+    calls.clear()
+    gone = SubmitError("`squeue` failed (exit 1): slurm_load_jobs error: Invalid job id specified")
+    assert queued_jobs(["7_0"], flaky([gone]), pause_s=0) == frozenset() and len(calls) == 1

@@ -62,9 +62,18 @@ def same_run(paths, reference):
 def test_sigusr2_mid_epoch_checkpoints_then_resumes_to_the_same_metrics(env, reference, tmp_path, monkeypatch):
     paths = SweepPaths(tmp_path).cell(SPEC.cell_id)
     monkeypatch.setenv(faults.FAULT_AT, "USR2@2:1")  # arrives before step 1 of epoch 2; the loop stops after it
-    with pytest.raises(faults.Preempted):
+    # Inside a SLURM job whose requeue is refused: failed.json keeps both the preemption and why it stays failed.
+    scontrol = tmp_path / "bin" / "scontrol"
+    scontrol.parent.mkdir()
+    scontrol.write_text("#!/bin/sh\necho 'Requeue of JobId=77 not allowed' >&2\nexit 1\n")
+    scontrol.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{scontrol.parent}:{os.environ['PATH']}")
+    monkeypatch.setenv("SLURM_JOB_ID", "77")
+    with pytest.raises(CellFailed, match="scontrol requeue 77 failed"):
         run_cell(SPEC, env, paths, log=lambda _: None)
-    assert read_json(paths.failed)["reason"] == "preempted"
+    failed = read_json(paths.failed)
+    assert failed["reason"] == "preempted" and "SIGUSR2" in failed["error"] and "not allowed" in failed["error"]
+    monkeypatch.delenv("SLURM_JOB_ID")
     state = checkpoint.load(paths.last_ckpt)
     assert (state["epoch"], state["step"], state["partial"][1]) == (1, 2, 8)
     monkeypatch.delenv(faults.FAULT_AT)

@@ -87,8 +87,14 @@ def run_cell(spec: CellSpec, env: RunEnv, paths: CellPaths, *, log: Log = _log) 
         )
         atomic_write_json(paths.failed, record)
         end_attempt(paths, attempt.number, "canceled" if reason == "canceled" else "failed", reason)
-        if reason == "preempted" and (job := requeue()):
-            log(f"{spec.slug} [{spec.cell_id}]: preempted; requeued SLURM job {job}")
+        if reason == "preempted":
+            try:
+                job = requeue()
+            except CellFailed as refused:  # failed.json says why the cell stays failed instead of requeued
+                atomic_write_json(paths.failed, {**record, "error": f"{record['error']}; {refused}"})
+                raise refused from exc
+            if job:
+                log(f"{spec.slug} [{spec.cell_id}]: preempted; requeued SLURM job {job}")
         raise
     if ranks.is_main:
         atomic_write_json(paths.result, result.to_dict())
