@@ -23,7 +23,7 @@ from geopeft.paths import SweepPaths
 from hpc.manifest import Manifest, read_manifest
 from hpc.profiles import load_profile
 from hpc.slurm import queued_jobs
-from hpc.state import State, Submitted, cell_state
+from hpc.state import State, Submitted, cell_state, process_alive
 from hpc.status import render, wait
 from hpc.sweep import rerun, states, sweep
 
@@ -80,6 +80,12 @@ def job_field(job_id: str, key: str) -> str:
     return dict(part.split("=", 1) for part in out.split() if "=" in part).get(key, "")
 
 
+def node_field(key: str) -> str:
+    node = socket.gethostname().split(".")[0]
+    out = subprocess.run(["scontrol", "show", "node", node], capture_output=True, text=True, check=True).stdout
+    return dict(part.split("=", 1) for part in out.split() if "=" in part).get(key, "")
+
+
 def explain(manifest: Manifest, current, job: str = "") -> str:
     """The status table, SLURM's view of the job and the tail of every job log: what a failed assertion shows."""
     parts = [render(manifest, current)]
@@ -107,9 +113,14 @@ def test_usr2_checkpoints_requeues_the_array_task_resumes_and_finishes(cluster, 
     until(lambda: any(a.get("reason") == "preempted" for a in read_attempts(paths)), "the preempted attempt", 120)
     until(lambda: states(manifest)[0].state is State.PENDING, "the requeued job in squeue", 60)
     assert "requeued" in states(manifest)[0].detail, render(manifest, states(manifest))
-    # A requeued job waits ~120 s (BeginTime); start it now.
+    # A requeued job waits ~120 s (BeginTime), which also lets slurmctld take in the first run's end. Starting it
+    # at once races that message: slurmctld can apply the old batch script's exit status to the new run, which then
+    # fails without starting. So: wait until the first run has ended everywhere, then start it 5 s later.
+    first = read_attempts(paths)[0]
     until(lambda: job_field(job, "JobState") == "PENDING", "the requeued job to be pending", 60)
-    subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True, timeout=30)
+    until(lambda: not process_alive(first["host"], first["pid"], first.get("pid_start")), "the first run's exit", 60)
+    until(lambda: "COMPLETING" not in node_field("State"), "the node to leave COMPLETING", 60)
+    subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now+5"], check=True, timeout=30)
     current = wait(manifest, poll_s=1.0, timeout_s=240)
     assert current[0].state is State.DONE, explain(manifest, current, job)
 
