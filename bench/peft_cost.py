@@ -9,7 +9,13 @@ steps (forward, cross-entropy, backward, step), as the trainer does. Reported pe
 - peak memory: on CUDA ``torch.cuda.max_memory_allocated`` over the whole child (weights, gradients,
   optimiser state and activations); on CPU the peak RSS delta, ``ru_maxrss`` at the end minus the RSS
   before the model was built (weights, gradients, optimiser state, activations and allocator overhead);
-- both as ratios to full fine-tuning.
+- both as ratios to full fine-tuning without checkpointing (``/full``) and, with ``--checkpointing both``, to
+  full fine-tuning in the same mode (``/full same``).
+
+``--checkpointing on|both`` also runs every method with ``train.activation_checkpointing`` (rows
+``METHOD+ckpt``): the ViT blocks keep only their inputs and recompute the rest in the backward pass
+(:mod:`geopeft.train.memory`). Without it a PEFT method saves only the gradients and AdamW moments of the
+frozen weights, and its activations are those of full fine-tuning.
 
 A method that does not apply to the backbone (LoRA on a ResNet) is listed as ``n/a``. The paper reports
 LoRA at about 0.7x the memory of full fine-tuning; the target here is <= 0.65x on ``prithvi_eo_v2_300``
@@ -36,9 +42,11 @@ from torch import nn
 from geopeft.errors import ConfigError
 from geopeft.models.build import build_segmentor, resolve_bands
 from geopeft.spec import DecoderSpec, ModelSpec, TuningSpec
+from geopeft.train.memory import checkpoint_blocks
 from geopeft.tuning import apply_tuning
 
 METHODS = ("full", "linear_probe", "lora", "vpt")
+CKPT = "+ckpt"  # suffix of a row measured with activation checkpointing
 
 
 def _rss_mib() -> float:
@@ -49,8 +57,9 @@ def _rss_mib() -> float:
     raise RuntimeError("no VmRSS in /proc/self/status")
 
 
-def measure(args: argparse.Namespace, method: str) -> dict[str, Any]:
-    """Build, tune and train one model in this process; the measurements as a dict."""
+def measure(args: argparse.Namespace, row: str) -> dict[str, Any]:
+    """Build, tune (and checkpoint, for a ``+ckpt`` row) and train one model in this process; the measurements."""
+    method = row.removesuffix(CKPT)
     device = torch.device(args.device)
     torch.manual_seed(0)
     model_spec = ModelSpec(args.backbone)
@@ -62,8 +71,10 @@ def measure(args: argparse.Namespace, method: str) -> dict[str, Any]:
     model = build_segmentor(model_spec, DecoderSpec(args.decoder), num_classes=2, img_size=args.size)
     try:
         report = apply_tuning(model, TuningSpec(method))
+        if row.endswith(CKPT):
+            checkpoint_blocks(model)
     except ConfigError as exc:
-        return {"method": method, "error": str(exc)}
+        return {"method": row, "error": str(exc)}
     model.to(device).train()
     optimiser = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     times = []
@@ -84,7 +95,7 @@ def measure(args: argparse.Namespace, method: str) -> dict[str, Any]:
         peak = torch.cuda.max_memory_allocated(device) / 2**20
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base_rss
-    return {"method": method, "trainable": report.trainable, "step_s": statistics.median(times), "peak_mib": peak}
+    return {"method": row, "trainable": report.trainable, "step_s": statistics.median(times), "peak_mib": peak}
 
 
 def _child(args: argparse.Namespace, method: str) -> dict[str, Any]:
@@ -113,6 +124,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast (the paper's mixed precision)")
+    parser.add_argument("--checkpointing", choices=("off", "on", "both"), default="off", help="activation ckpt")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -120,23 +132,28 @@ def main() -> None:
         print(json.dumps(measure(args, args.worker)))
         return
     methods = ["full", *(m for m in args.methods.split(",") if m and m != "full")]
-    results = [_child(args, m) for m in methods]
+    suffixes = {"off": [""], "on": [CKPT], "both": ["", CKPT]}[args.checkpointing]
+    results = [_child(args, m + suffix) for suffix in suffixes for m in methods]
+    fulls = {r["method"]: r for r in results if r["method"].removesuffix(CKPT) == "full"}
     full = results[0]
-    if "error" in full:
-        raise SystemExit(f"full fine-tuning failed, no baseline: {full['error']}")
+    if any("error" in f for f in fulls.values()):
+        raise SystemExit(f"full fine-tuning failed, no baseline: {[f.get('error') for f in fulls.values()]}")
     what = "CUDA peak allocated" if args.device.startswith("cuda") else "peak RSS delta"
     print(
         f"{args.backbone} + {args.decoder}, batch {args.batch}, {args.size}x{args.size}, {args.device}"
         f"{' bf16' if args.bf16 else ''}, median of {args.steps} steps; memory = {what}"
     )
-    print(f"{'method':14s} {'trainable':>12s} {'step_ms':>9s} {'time/full':>9s} {'peak_MiB':>9s} {'mem/full':>8s}")
+    head = f"{'method':18s} {'trainable':>12s} {'step_ms':>9s} {'time/full':>9s} {'peak_MiB':>9s} {'mem/full':>8s}"
+    print(head + (f" {'mem/full same':>13s}" if len(fulls) > 1 else ""))
     for r in results:
         if "error" in r:
-            print(f"{r['method']:14s} {'n/a':>12s}  ({r['error']})")
+            print(f"{r['method']:18s} {'n/a':>12s}  ({r['error']})")
             continue
+        same = fulls["full" + CKPT if r["method"].endswith(CKPT) else "full"]
         print(
-            f"{r['method']:14s} {r['trainable']:12,d} {1000 * r['step_s']:9.1f} {r['step_s'] / full['step_s']:9.2f} "
+            f"{r['method']:18s} {r['trainable']:12,d} {1000 * r['step_s']:9.1f} {r['step_s'] / full['step_s']:9.2f} "
             f"{r['peak_mib']:9.0f} {r['peak_mib'] / full['peak_mib']:8.2f}"
+            + (f" {r['peak_mib'] / same['peak_mib']:13.2f}" if len(fulls) > 1 else "")
         )
 
 

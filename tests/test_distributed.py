@@ -42,7 +42,7 @@ cache: {cache}
 env: {{threads: 1}}
 defaults:
   model: {{name: prithvi_tiny}}
-  train: {{lr: 2.0e-3, batch_size: 4, max_epochs: 2, strategy: {strategy}}}
+  train: {{lr: 2.0e-3, batch_size: 4, max_epochs: 2, strategy: {strategy}{extra}}}
 axes:
   dataset: [sen1floods11]
   tuning: [{{method: lora, options: {{r: 2, alpha: 2}}}}]
@@ -64,9 +64,10 @@ def root(tmp_path_factory):
     return root
 
 
-def sweep(root, name, strategy):
+def sweep(root, name, strategy, extra=""):
     grid = root / f"{name}.yaml"
-    grid.write_text(textwrap.dedent(GRID.format(out=root / name, cache=root / "cache", strategy=strategy)))
+    text = GRID.format(out=root / name, cache=root / "cache", strategy=strategy, extra=extra)
+    grid.write_text(textwrap.dedent(text))
     manifest = plan(load_grid(grid))
     write_manifest(manifest)
     entry = manifest.entry(0)
@@ -209,3 +210,14 @@ def test_deepspeed_zero3_evaluates_exactly_and_its_checkpoint_resumes_under_ddp(
     assert read_json(one_paths.result)["train"]["resumed_from_epoch"] == 1
     for region, metrics in read_json(one_paths.result)["regions"].items():
         assert metrics["miou"] == pytest.approx(reference[region]["miou"], abs=0.02)
+
+
+def test_deepspeed_zero3_with_activation_checkpointing_trains_to_the_ddp_metrics(root, ddp):
+    """Recomputed blocks under ZeRO-3: the partitioned weights are gathered again for the recomputation."""
+    grid, spec, paths = sweep(root, "zero3_ckpt", "deepspeed_zero3", ", activation_checkpointing: true")
+    assert spec.train.activation_checkpointing
+    rc, out = torchrun(root, grid)
+    assert rc == 0 and "activation checkpointing of 4 transformer blocks" in out, out[-4000:]
+    reference = read_json(ddp[1].result)["regions"]
+    for region, metrics in read_json(paths.result)["regions"].items():
+        assert metrics["miou"] == pytest.approx(reference[region]["miou"], abs=1e-6)

@@ -31,6 +31,7 @@ from geopeft.train.distributed import DistEnv, process_group
 from geopeft.train.engine import FitData, evaluate, fit
 from geopeft.train.faults import requeue
 from geopeft.train.loaders import eval_loader
+from geopeft.train.memory import checkpoint_blocks
 from geopeft.train.retry import AttemptCounter, retry_oom, starting_layout
 from geopeft.train.sampling import BatchLayout
 from geopeft.tuning.registry import apply_tuning, load_trainable_state_dict, trainable_state_dict
@@ -188,6 +189,8 @@ def _train_and_test(
         weights_root=env.weights_root,
     )
     report = apply_tuning(model, spec.tuning, where=spec.slug)
+    if spec.train.activation_checkpointing:
+        log(f"{spec.slug}: activation checkpointing of {checkpoint_blocks(model, spec.slug)} transformer blocks")
     model.to(device)
     log(f"{spec.slug}: {report.trainable:,} of {report.total:,} parameters trainable ({100 * report.fraction:.2f} %)")
 

@@ -144,6 +144,9 @@ class TrainSpec:
         weight_decay: AdamW weight decay.
         precision: ``fp32`` or ``bf16``.
         strategy: ``ddp`` or ``deepspeed_zero{1,2,3}``.
+        activation_checkpointing: recompute the backbone's transformer blocks in the backward pass instead of
+            keeping their activations (:mod:`geopeft.train.memory`): less memory, about one more backbone
+            forward per step, the same gradients.
     """
 
     lr: float = field(metadata={"help": "AdamW learning rate"})
@@ -155,6 +158,7 @@ class TrainSpec:
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
     precision: str = field(default="fp32", metadata={"help": "fp32 | bf16"})
     strategy: str = field(default="ddp", metadata={"help": "ddp | deepspeed_zero1/2/3"})
+    activation_checkpointing: bool = field(default=False, metadata={"help": "recompute ViT blocks in backward"})
 
     def __post_init__(self) -> None:
         if not (isinstance(self.lr, (int, float)) and self.lr > 0):
@@ -169,6 +173,10 @@ class TrainSpec:
             raise unknown_choice("train.precision", self.precision, PRECISIONS)
         if self.strategy not in STRATEGIES:
             raise unknown_choice("train.strategy", self.strategy, STRATEGIES)
+        if not isinstance(self.activation_checkpointing, bool):
+            raise ConfigError(
+                f"train.activation_checkpointing must be true or false, got {self.activation_checkpointing!r}"
+            )
         object.__setattr__(self, "lr", float(self.lr))
 
 
@@ -202,11 +210,14 @@ class CellSpec:
         d["tuning"]["options"] = dict(self.tuning.options)
         d["decoder"]["options"] = dict(self.decoder.options)
         d["model"]["bands"] = list(self.model.bands)
-        # Added after SPEC_VERSION 1: written only when set, so every cell id from before stays the same.
+        # Added after SPEC_VERSION 1 (metadata, activation_checkpointing): written only when set, so every cell
+        # id from before stays the same.
         if self.model.metadata:
             d["model"]["metadata"] = list(self.model.metadata)
         else:
             del d["model"]["metadata"]
+        if not self.train.activation_checkpointing:
+            del d["train"]["activation_checkpointing"]
         return d
 
     @classmethod
