@@ -79,6 +79,7 @@ TIDY_COLUMNS = (
     "weight_decay",
     "precision",
     "strategy",
+    "activation_checkpointing",
     "region",
     "metric",
     "value",
@@ -90,9 +91,9 @@ TIDY_COLUMNS = (
 )
 
 #: The ``train`` section of a spec, one column each.
-TRAIN_SPEC_COLUMNS = TIDY_COLUMNS[14:23]
+TRAIN_SPEC_COLUMNS = TIDY_COLUMNS[14:24]
 #: Columns of a cell's settings apart from its seed: cells equal in all of them are seeds of one experiment.
-SETTING_COLUMNS = tuple(c for c in TIDY_COLUMNS[3:23] if c != "seed")
+SETTING_COLUMNS = tuple(c for c in TIDY_COLUMNS[3:24] if c != "seed")
 
 #: Integer columns, stored as pandas' nullable ``Int64`` (missing where a cell has no result).
 INT_COLUMNS = (
@@ -238,6 +239,7 @@ def _cell_columns(cell: _Cell) -> dict[str, Any]:
         "dataset": spec.get("dataset"),
         "seed": spec.get("seed"),
         **{key: train.get(key) for key in TRAIN_SPEC_COLUMNS},
+        "activation_checkpointing": bool(train.get("activation_checkpointing", False)),  # left out when false
         **dict.fromkeys(TRAIN_COLUMNS),
         "trainable_params": None,
         "total_params": None,

@@ -12,6 +12,7 @@ import json
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Mapping
+from dataclasses import asdict
 from typing import Any
 
 from geopeft.spec import CellSpec
@@ -59,10 +60,13 @@ def variants(specs: Mapping[int, CellSpec]) -> dict[int, str]:
             groups[row(s)].append(i)
     out: dict[int, str] = {}
     for members in groups.values():
-        # Flatten each distinct (model, tuning, decoder, train) once: a group is mostly seeds and datasets.
+        # Flatten each distinct (model, tuning, decoder, train) once: a group is mostly seeds and datasets. Every
+        # train field is shown, also those to_dict leaves out at their default (activation_checkpointing).
         parts = {i: (specs[i].model, specs[i].tuning, specs[i].decoder, specs[i].train) for i in members}
         first = {part: i for i, part in reversed(parts.items())}
-        kinds = {part: dict(_flat(specs[i].to_dict())) for part, i in first.items()}
+        kinds = {
+            part: dict(_flat({**specs[i].to_dict(), "train": asdict(specs[i].train)})) for part, i in first.items()
+        }
         keys = sorted({k for f in kinds.values() for k in f} - {"dataset", "seed"})
         differ = [k for k in keys if len({f.get(k) for f in kinds.values()}) > 1]
         names = {part: " ".join(f"{k}={f.get(k, '-')}" for k in differ) for part, f in kinds.items()}

@@ -224,3 +224,23 @@ def test_write_tidy_roundtrip(sweep: Path, tmp_path: Path) -> None:
     assert len(back) == len(df)
     assert math.isclose(back["value"].sum(), df["value"].sum())
     assert not list(out.glob(".*.tmp"))
+
+
+def test_activation_checkpointing_is_a_setting_column(tmp_path: Path) -> None:
+    """Left out of a spec at its default; a column all the same, so checkpointed cells are their own rows."""
+    from dataclasses import replace
+
+    from analysis.tables import miou_rows
+
+    plain = make_spec("lora", 0)
+    ckpt = replace(plain, train=TrainSpec(lr=1e-4, activation_checkpointing=True))
+    for spec in (plain, ckpt):
+        write_result(tmp_path, spec, {"test": 0.7, "bolivia": 0.6})
+    cells = [
+        {"index": i, "cell_id": s.cell_id, "slug": s.slug, "spec": s.to_dict()} for i, s in enumerate([plain, ckpt])
+    ]
+    atomic_write_json(SweepPaths(tmp_path).manifest, {"cells": cells})
+    df = collect(tmp_path).drop_duplicates("cell_id").set_index("cell_id")
+    assert df.loc[plain.cell_id, "activation_checkpointing"] == False  # noqa: E712 (a numpy bool)
+    assert df.loc[ckpt.cell_id, "activation_checkpointing"] == True  # noqa: E712
+    assert "activation_checkpointing" in miou_rows(collect(tmp_path))

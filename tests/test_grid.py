@@ -105,3 +105,13 @@ def test_duplicate_cells_are_refused(tmp_path):
 def test_unknown_cluster_profile():
     with pytest.raises(ConfigError, match=r"unknown cluster profile 'nope'; allowed: .*local"):
         load_profile("nope")
+
+
+def test_gpu_smoke_grid_is_valid():
+    grid = load_grid("sweeps/gpu-smoke.yaml")
+    settings = {
+        (c.tuning.method, c.train.precision, c.train.activation_checkpointing, c.train.strategy) for c in grid.cells
+    }
+    assert len(grid.cells) == len(settings) == 8
+    assert ("lora", "bf16", True, "ddp") in settings and ("full", "bf16", False, "deepspeed_zero3") in settings
+    assert {c.model.name for c in grid.cells} == {"prithvi_eo_v2_300"} and grid.env.device == "cuda"

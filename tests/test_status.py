@@ -52,3 +52,9 @@ def test_cells_differing_in_a_train_setting_get_their_own_rows(tmp_path):
     rows = [line for line in lines if line.startswith("prithvi_tiny")]
     assert len(rows) == 4 and all(line.rstrip().endswith("··") for line in rows)  # two seeds per row, not four
     assert sum('train.precision="bf16"' in line for line in rows) == 2
+
+
+def test_a_setting_left_out_of_the_cell_id_at_its_default_is_shown_as_false(tmp_path):
+    m = manifest(tmp_path, "[{activation_checkpointing: false}, {activation_checkpointing: true}]")
+    names = set(variants({e.index: e.spec for e in m.active()}).values())
+    assert names == {"train.activation_checkpointing=false", "train.activation_checkpointing=true"}
