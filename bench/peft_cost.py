@@ -8,7 +8,9 @@ steps (forward, cross-entropy, backward, step), as the trainer does. Reported pe
 - step time: median of the timed steps (CUDA synchronised on GPU);
 - peak memory: on CUDA ``torch.cuda.max_memory_allocated`` over the whole child (weights, gradients,
   optimiser state and activations); on CPU the peak RSS delta, ``ru_maxrss`` at the end minus the RSS
-  before the model was built (weights, gradients, optimiser state, activations and allocator overhead);
+  before the model was built (weights, gradients, optimiser state, activations and allocator overhead; the
+  children run with glibc's ``MALLOC_MMAP_THRESHOLD_=65536`` unless ``--malloc default``, so freed tensors
+  leave the RSS; the price is a fresh mapping per large allocation, which slows CPU steps);
 - both as ratios to full fine-tuning without checkpointing (``/full``) and, with ``--checkpointing both``, to
   full fine-tuning in the same mode (``/full same``).
 
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -104,7 +107,11 @@ def _child(args: argparse.Namespace, method: str) -> dict[str, Any]:
     for key in ("backbone", "decoder", "batch", "size", "steps", "warmup", "device", "threads"):
         argv += [f"--{key}", str(getattr(args, key))]
     argv += ["--bf16"] if args.bf16 else []
-    out = subprocess.run(argv, capture_output=True, text=True)
+    # glibc keeps freed blocks below its (self-raising) mmap threshold in the heap, so peak RSS would also count
+    # memory freed long before, e.g. the fused qkv weights LoRA replaces; a fixed 64 KiB threshold returns every
+    # freed tensor to the system, and peak RSS follows the live tensors.
+    env = {**os.environ, **({"MALLOC_MMAP_THRESHOLD_": "65536"} if args.malloc == "fixed" else {})}
+    out = subprocess.run(argv, capture_output=True, text=True, env=env)
     if out.returncode:
         tail = out.stderr.strip().splitlines()[-1:] or ["(no output)"]
         return {"method": method, "error": f"child failed: {tail[0]}"}
@@ -125,6 +132,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast (the paper's mixed precision)")
     parser.add_argument("--checkpointing", choices=("off", "on", "both"), default="off", help="activation ckpt")
+    parser.add_argument(
+        "--malloc",
+        choices=("fixed", "default"),
+        default="fixed",
+        help="glibc mmap threshold of the children: fixed = peak RSS follows live tensors (CPU steps slower)",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -139,6 +152,8 @@ def main() -> None:
     if any("error" in f for f in fulls.values()):
         raise SystemExit(f"full fine-tuning failed, no baseline: {[f.get('error') for f in fulls.values()]}")
     what = "CUDA peak allocated" if args.device.startswith("cuda") else "peak RSS delta"
+    if not args.device.startswith("cuda") and args.malloc == "fixed":
+        what += " (fixed mmap threshold: every large allocation is fresh pages, so CPU step times are inflated)"
     print(
         f"{args.backbone} + {args.decoder}, batch {args.batch}, {args.size}x{args.size}, {args.device}"
         f"{' bf16' if args.bf16 else ''}, median of {args.steps} steps; memory = {what}"
