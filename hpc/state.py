@@ -121,11 +121,11 @@ def cell_state(paths: CellPaths, submitted: Submitted | None = None) -> CellStat
     if last is not None:
         end = ends.get(last["attempt"])
         reason = end.get("reason", "") if end else "lost"
-        if reason == "preempted" and submitted is not None and submitted.executor == "slurm":
-            if submitted.queued is not False:  # listed, or squeue did not answer: alive, as everywhere else
-                unknown = "" if submitted.queued else "; squeue did not answer"
-                detail = f"preempted, requeued as job {submitted.job_id} (attempt {last['attempt']}){unknown}"
-                return CellState(State.PENDING, detail=detail, attempts=len(starts))
+        requeued = submitted is not None and submitted.executor == "slurm" and submitted.queued is not False
+        if reason == "preempted" and submitted is not None and requeued:  # squeue lists it, or cannot tell
+            unknown = "" if submitted.queued else "; squeue did not answer"
+            detail = f"preempted, requeued as job {submitted.job_id} (attempt {last['attempt']}){unknown}"
+            return CellState(State.PENDING, detail=detail, attempts=len(starts))
         return CellState(State.FAILED, reason=reason or "error", detail=_last_error(paths), attempts=len(starts))
     return CellState(State.MISSING)
 

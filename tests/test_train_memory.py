@@ -1,5 +1,6 @@
 """Activation checkpointing: the same gradients, fewer saved activations, refusals, and the spec field."""
 
+import contextlib
 import copy
 
 import pytest
@@ -45,11 +46,7 @@ def backward(model, image, target, pack=None):
     """One training forward and backward (``pack`` sees every tensor saved for backward); the gradients."""
     model.train()
     torch.manual_seed(7)  # dropout and prompt dropout draw from the global generator
-    hooks = torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t) if pack else None
-    if hooks:
-        with hooks:
-            loss = nn.functional.cross_entropy(model(image), target)
-    else:
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t) if pack else contextlib.nullcontext():
         loss = nn.functional.cross_entropy(model(image), target)
     loss.backward()
     return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
