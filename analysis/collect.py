@@ -262,8 +262,8 @@ def _success_rows(cell: _Cell) -> list[dict[str, Any]]:
     base = _cell_columns(cell)
     rows = []
     for region, m in cell.result.regions.items():
-        values = {"miou": m.miou, "accuracy": m.accuracy, "loss": m.loss}
-        values.update({f"iou_{i}": v for i, v in enumerate(m.iou_per_class)})
+        values: dict[str, float | None] = {"miou": m.miou, "accuracy": m.accuracy, "loss": m.loss}
+        values.update({f"iou_{i}": v for i, v in enumerate(m.iou_per_class)})  # None (-> NaN): class absent
         rows += [{**base, "region": region, "metric": k, "value": v, "n": m.n} for k, v in values.items()]
     return rows
 

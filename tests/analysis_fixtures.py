@@ -61,7 +61,8 @@ def write_cell(root: Path, spec: CellSpec, regions: dict[str, float], wall_s: fl
         slug=spec.slug,
         spec=spec.to_dict(),
         regions={
-            r: RegionMetrics(miou=v, iou_per_class=(v, v), accuracy=0.9, loss=0.2, n=10) for r, v in regions.items()
+            r: RegionMetrics(miou=v, iou_per_class=(v, v), accuracy=0.9, loss=0.2, n=10, classes_present=2)
+            for r, v in regions.items()
         },
         train=TrainSummary(
             best_epoch=max(1, epochs - 15),
@@ -72,6 +73,7 @@ def write_cell(root: Path, spec: CellSpec, regions: dict[str, float], wall_s: fl
             peak_memory_mb=2048.0 + 10 * epochs,
             device="cpu",
             world_size=1,
+            data_wait_fraction=0.05,
         ),
         params={"trainable": 10, "total": 100},
         provenance={},

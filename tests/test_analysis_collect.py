@@ -43,7 +43,12 @@ def make_spec(method: str, seed: int, dataset: str = DATASET) -> CellSpec:
 def write_result(root: Path, spec: CellSpec, miou: dict[str, float]) -> None:
     regions = {
         name: RegionMetrics(
-            miou=v, iou_per_class=(v + 0.1, v - 0.1), accuracy=0.9, loss=0.3, n=90 if name == "test" else 15
+            miou=v,
+            iou_per_class=(v + 0.1, v - 0.1),
+            accuracy=0.9,
+            loss=0.3,
+            n=90 if name == "test" else 15,
+            classes_present=2,
         )
         for name, v in miou.items()
     }
@@ -61,6 +66,7 @@ def write_result(root: Path, spec: CellSpec, miou: dict[str, float]) -> None:
             peak_memory_mb=512.0,
             device="cpu",
             world_size=1,
+            data_wait_fraction=0.1,
         ),
         params={"trainable": 1000, "total": 50000},
         provenance={},

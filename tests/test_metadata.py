@@ -30,8 +30,8 @@ from geopeft.spec import CellSpec, DecoderSpec, ModelSpec, RunEnv, TrainSpec, Tu
 from hpc.grid import load_grid
 
 COUNTS = {"train": 2, "val": 2, "test": 2, "bolivia": 2}
-#: The id of the default spec below before ``model.metadata`` existed; it must not change.
-ID_BEFORE_METADATA = "6272c307d8f2"
+#: The id of the default spec below at SPEC_VERSION 2; it changes only with a SPEC_VERSION bump.
+ID_V2 = "b7bbf951a88c"
 
 
 def cell(model: ModelSpec, batch_size: int = 4, max_epochs: int = 100) -> CellSpec:
@@ -55,10 +55,10 @@ def cache(tmp_path_factory):
 # --- the spec field ---------------------------------------------------------------------------------------------
 
 
-def test_default_keeps_existing_cell_ids_and_metadata_changes_them():
+def test_default_id_is_frozen_and_metadata_changes_it():
     plain = cell(ModelSpec("prithvi_tiny"))
-    assert plain.cell_id == ID_BEFORE_METADATA
-    assert "metadata" not in plain.canonical_json()
+    assert plain.cell_id == ID_V2
+    assert plain.to_dict()["model"]["metadata"] == []
     with_meta = cell(ModelSpec("prithvi_tiny_tl", metadata=["location", "time"]))
     assert with_meta.model.metadata == ("time", "location")  # canonical order
     assert with_meta.cell_id == cell(ModelSpec("prithvi_tiny_tl", metadata=("time", "location"))).cell_id

@@ -247,6 +247,7 @@ def _train_and_test(
             device=_device_name(device),
             world_size=ranks.world_size,
             resumed_from_epoch=outcome.resumed_from_epoch,
+            data_wait_fraction=outcome.data_wait_fraction,
         ),
         params=report.to_dict(),
         provenance={

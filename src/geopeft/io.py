@@ -18,7 +18,9 @@ from typing import Any
 
 from geopeft.errors import GeopeftError
 
-SCHEMA_VERSION = 1
+#: Version of result.json, failed.json and the manifest. 2: mIoU over the classes present (``None`` IoU of an absent
+#: class, ``classes_present``) and ``data_wait_fraction``.
+SCHEMA_VERSION = 2
 
 
 @contextlib.contextmanager

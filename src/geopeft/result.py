@@ -21,18 +21,22 @@ class RegionMetrics:
     """Test metrics of the best checkpoint on one region (split).
 
     Args:
-        miou: macro mean IoU over classes, ignoring label -1.
-        iou_per_class: IoU of each class, in class order.
+        miou: TerraTorch's macro mIoU: the mean IoU over the classes present in the split (in its targets or its
+            predictions), ignoring label -1.
+        iou_per_class: IoU of each class, in class order; ``None`` for a class absent from both the targets and
+            the predictions of the whole split (it has no IoU, and ``miou`` leaves it out).
         accuracy: pixel accuracy (micro), ignoring label -1.
         loss: mean cross-entropy.
         n: number of samples evaluated (checked against the split size).
+        classes_present: how many classes ``miou`` averages (the non-``None`` entries of ``iou_per_class``).
     """
 
     miou: float
-    iou_per_class: tuple[float, ...]
+    iou_per_class: tuple[float | None, ...]
     accuracy: float
     loss: float
     n: int
+    classes_present: int
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,8 @@ class TrainSummary:
         peak_memory_mb: peak accelerator memory (peak RSS on CPU).
         device: device model, e.g. ``cpu`` or ``NVIDIA H100 80GB HBM3``.
         world_size: number of ranks.
+        data_wait_fraction: share of the training steps' time spent waiting for the next batch of the loader
+            (0 = the accelerator never waited for data).
         resumed_from_epoch: epoch a resumed attempt started after (0 = fresh).
     """
 
@@ -59,6 +65,7 @@ class TrainSummary:
     peak_memory_mb: float
     device: str
     world_size: int
+    data_wait_fraction: float
     resumed_from_epoch: int = 0
 
 

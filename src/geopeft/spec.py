@@ -17,8 +17,9 @@ from typing import Any
 
 from geopeft.errors import ConfigError, unknown_choice
 
-#: Bumped when the meaning of a spec field changes, so that old cell ids cannot be reused by mistake.
-SPEC_VERSION = 1
+#: Bumped when the meaning of a spec field changes, so that old cell ids cannot be reused by mistake. 2: the study's
+#: normalisation, mIoU over the classes present and the study's Clay wavelengths; every field is written.
+SPEC_VERSION = 2
 
 PRECISIONS = ("fp32", "bf16")
 #: Per-sample metadata a cell may feed its backbone, in canonical order: ``time`` (acquisition date and hour) and
@@ -26,6 +27,11 @@ PRECISIONS = ("fp32", "bf16")
 #: always get the dataset's.
 METADATA_KINDS = ("time", "location")
 STRATEGIES = ("ddp", "deepspeed_zero1", "deepspeed_zero2", "deepspeed_zero3")
+#: ``train.normalisation``: the study's published per-band statistics, or those of the cell's own train split
+#: (:mod:`geopeft.data.normalisation`).
+NORMALISATIONS = ("study", "train_split")
+#: ``train.matmul_precision``: :func:`torch.set_float32_matmul_precision` for the cell (``highest`` = no TF32).
+MATMUL_PRECISIONS = ("highest", "high", "medium")
 
 Options = tuple[tuple[str, Any], ...]
 
@@ -147,6 +153,10 @@ class TrainSpec:
         activation_checkpointing: recompute the backbone's transformer blocks in the backward pass instead of
             keeping their activations (:mod:`geopeft.train.memory`): less memory, about one more backbone
             forward per step, the same gradients.
+        normalisation: the per-band statistics inputs are standardised with: ``study`` (the study's published
+            numbers) or ``train_split`` (the cell's own train split).
+        matmul_precision: float32 matmul precision of the cell (``highest``; ``high``/``medium`` allow TF32/bf16
+            internally, as TerraTorch's import sets ``medium``).
     """
 
     lr: float = field(metadata={"help": "AdamW learning rate"})
@@ -159,6 +169,8 @@ class TrainSpec:
     precision: str = field(default="fp32", metadata={"help": "fp32 | bf16"})
     strategy: str = field(default="ddp", metadata={"help": "ddp | deepspeed_zero1/2/3"})
     activation_checkpointing: bool = field(default=False, metadata={"help": "recompute ViT blocks in backward"})
+    normalisation: str = field(default="study", metadata={"help": "study | train_split"})
+    matmul_precision: str = field(default="highest", metadata={"help": "highest | high | medium"})
 
     def __post_init__(self) -> None:
         if not (isinstance(self.lr, (int, float)) and self.lr > 0):
@@ -177,6 +189,10 @@ class TrainSpec:
             raise ConfigError(
                 f"train.activation_checkpointing must be true or false, got {self.activation_checkpointing!r}"
             )
+        if self.normalisation not in NORMALISATIONS:
+            raise unknown_choice("train.normalisation", self.normalisation, NORMALISATIONS)
+        if self.matmul_precision not in MATMUL_PRECISIONS:
+            raise unknown_choice("train.matmul_precision", self.matmul_precision, MATMUL_PRECISIONS)
         object.__setattr__(self, "lr", float(self.lr))
 
 
@@ -210,14 +226,7 @@ class CellSpec:
         d["tuning"]["options"] = dict(self.tuning.options)
         d["decoder"]["options"] = dict(self.decoder.options)
         d["model"]["bands"] = list(self.model.bands)
-        # Added after SPEC_VERSION 1 (metadata, activation_checkpointing): written only when set, so every cell
-        # id from before stays the same.
-        if self.model.metadata:
-            d["model"]["metadata"] = list(self.model.metadata)
-        else:
-            del d["model"]["metadata"]
-        if not self.train.activation_checkpointing:
-            del d["train"]["activation_checkpointing"]
+        d["model"]["metadata"] = list(self.model.metadata)
         return d
 
     @classmethod

@@ -29,8 +29,32 @@ import numpy.typing as npt
 
 from geopeft.data.bands import HLS_BANDS
 from geopeft.data.geotiff import centre_lat_lon, open_geotiff
+from geopeft.data.normalisation import BandStats
 from geopeft.data.registry import SPLITS_ROOT, DatasetInfo, RawSample, register_dataset, split_file_in
 from geopeft.errors import DataError
+
+#: The study's per-band mean and std of the scaled values (``MEANS``/``STDS`` of IBM/peft-geofm
+#: ``src/peft_geofm/datamodules/burn_scars.py`` at 5fe258d; also in the
+#: study's ``reference/normalisation.json``).
+STUDY_STATS = BandStats(
+    mean={
+        "BLUE": 0.0525628887,
+        "GREEN": 0.0779808834,
+        "RED": 0.0946640745,
+        "NIR_NARROW": 0.213933453,
+        "SWIR_1": 0.2355762571,
+        "SWIR_2": 0.1710367799,
+    },
+    std={
+        "BLUE": 0.0308036711,
+        "GREEN": 0.0375606678,
+        "RED": 0.054910697,
+        "NIR_NARROW": 0.0701380521,
+        "SWIR_1": 0.0910611823,
+        "SWIR_2": 0.0835518017,
+    },
+    source="IBM/peft-geofm src/peft_geofm/datamodules/burn_scars.py at 5fe258d (MEANS/STDS)",
+)
 
 INFO = DatasetInfo(
     name="burn_scars",
@@ -40,6 +64,7 @@ INFO = DatasetInfo(
     scale=1.0,
     regions=("test",),
     metadata=("time", "location"),
+    study_stats=STUDY_STATS,
 )
 
 #: Split name -> file name, as in the authors' ``datasets_splits/burn_scars/``.

@@ -38,6 +38,7 @@ import numpy.typing as npt
 
 from geopeft.data.clc import BEN19_CLASSES, clc_to_ben19
 from geopeft.data.geotiff import centre_lat_lon, open_geotiff
+from geopeft.data.normalisation import BandStats
 from geopeft.data.registry import SPLITS_ROOT, DatasetInfo, RawSample, register_dataset, require_files, split_file_in
 from geopeft.errors import DataError
 
@@ -59,6 +60,41 @@ BAND_FILES: tuple[tuple[str, str, int], ...] = (
 #: The band whose 10 m grid every band is brought onto (the study's ``largest_index = 1``).
 GRID_BAND = "B02"
 
+#: The study's per-band mean and std of the scaled values (``MEANS``/``STDS`` of IBM/peft-geofm
+#: ``src/peft_geofm/datamodules/reben.py`` at 5fe258d, taken there from ConfigILM's ``BENv2_utils.py``,
+#: ``120_nearest``; also in the study's ``reference/normalisation.json``).
+STUDY_STATS = BandStats(
+    mean={
+        "COASTAL_AEROSOL": 361.0767822265625,
+        "BLUE": 438.3720703125,
+        "GREEN": 614.0556640625,
+        "RED": 588.4096069335938,
+        "RED_EDGE_1": 942.8433227539062,
+        "RED_EDGE_2": 1769.931640625,
+        "RED_EDGE_3": 2049.551513671875,
+        "NIR_BROAD": 2193.2919921875,
+        "NIR_NARROW": 2235.556640625,
+        "WATER_VAPOR": 2241.455322265625,
+        "SWIR_1": 1568.226806640625,
+        "SWIR_2": 997.7324829101562,
+    },
+    std={
+        "COASTAL_AEROSOL": 575.0687255859375,
+        "BLUE": 607.02685546875,
+        "GREEN": 603.2968139648438,
+        "RED": 684.56884765625,
+        "RED_EDGE_1": 738.4326782226562,
+        "RED_EDGE_2": 1100.4560546875,
+        "RED_EDGE_3": 1275.805419921875,
+        "NIR_BROAD": 1369.3717041015625,
+        "NIR_NARROW": 1356.5440673828125,
+        "WATER_VAPOR": 1316.393310546875,
+        "SWIR_1": 1070.1612548828125,
+        "SWIR_2": 813.5276489257812,
+    },
+    source="IBM/peft-geofm src/peft_geofm/datamodules/reben.py at 5fe258d (MEANS/STDS)",
+)
+
 INFO = DatasetInfo(
     name="reben_7k",
     bands=tuple(name for _, name, _ in BAND_FILES),
@@ -68,6 +104,7 @@ INFO = DatasetInfo(
     regions=("test", "ood", "austria", "ireland"),
     pad_to=128,  # after augmentation, as the study pads on the GPU (see DatasetInfo.pad_to)
     metadata=("time", "location"),
+    study_stats=STUDY_STATS,
 )
 
 #: Split name -> file name, as in the authors' ``datasets_splits/reBEN/reBEN_7k/``.

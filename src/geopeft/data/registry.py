@@ -22,6 +22,7 @@ from typing import Protocol, TypeVar, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
+from geopeft.data.normalisation import BandStats
 from geopeft.errors import ConfigError, DataError, unknown_choice
 from geopeft.registry import Registry
 from geopeft.spec import METADATA_KINDS
@@ -56,6 +57,8 @@ class DatasetInfo:
             with ``ignore_index``), as reBEN's 120 -> 128; 0 leaves samples as stored.
         metadata: the per-sample metadata every sample's files record, from :data:`geopeft.spec.METADATA_KINDS`:
             ``time`` (acquisition date) and ``location`` (chip centre); a cell may feed only these.
+        study_stats: the per-band mean and std (after ``scale``) the study normalises with, with their source;
+            ``None`` when none are published (cells then need ``train.normalisation: train_split``).
     """
 
     name: str = field(metadata={"help": "registry name"})
@@ -69,6 +72,7 @@ class DatasetInfo:
     ignore_index: int = field(default=-1, metadata={"help": "ignored mask value"})
     pad_to: int = field(default=0, metadata={"help": "pad right/bottom to this size after augmentation; 0 = none"})
     metadata: tuple[str, ...] = field(default=(), metadata={"help": "metadata kinds the samples record"})
+    study_stats: BandStats | None = field(default=None, metadata={"help": "the study's per-band mean/std"})
 
     def __post_init__(self) -> None:
         for name in ("bands", "classes", "regions"):
@@ -85,6 +89,9 @@ class DatasetInfo:
         object.__setattr__(self, "metadata", tuple(self.metadata))
         if any(kind not in METADATA_KINDS for kind in self.metadata):
             raise ConfigError(f"dataset {self.name}: metadata must come from {METADATA_KINDS}, got {self.metadata}")
+        if self.study_stats is not None and not set(self.study_stats.mean) <= set(self.bands):
+            extra = sorted(set(self.study_stats.mean) - set(self.bands))
+            raise ConfigError(f"dataset {self.name}: study statistics name bands it does not have: {extra}")
 
     def require_metadata(self, kinds: Sequence[str], where: str = "") -> None:
         """Check that every sample records the metadata ``kinds`` a cell asks for.

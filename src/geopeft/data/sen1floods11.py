@@ -23,8 +23,46 @@ import numpy as np
 
 from geopeft.data.bands import S2_BANDS
 from geopeft.data.geotiff import centre_lat_lon, open_geotiff
+from geopeft.data.normalisation import BandStats
 from geopeft.data.registry import SPLITS_ROOT, DatasetInfo, RawSample, register_dataset, require_files, split_file_in
 from geopeft.errors import DataError
+
+#: The study's per-band mean and std of the scaled values (``MEANS``/``STDS`` of IBM/peft-geofm
+#: ``src/peft_geofm/datamodules/sen1floods11.py`` at 5fe258d; also in the
+#: study's ``reference/normalisation.json``).
+STUDY_STATS = BandStats(
+    mean={
+        "COASTAL_AEROSOL": 0.16450718,
+        "BLUE": 0.1412956,
+        "GREEN": 0.13795798,
+        "RED": 0.12353792,
+        "RED_EDGE_1": 0.1481099,
+        "RED_EDGE_2": 0.23991728,
+        "RED_EDGE_3": 0.28587557,
+        "NIR_BROAD": 0.26345379,
+        "NIR_NARROW": 0.30902815,
+        "WATER_VAPOR": 0.04911151,
+        "CIRRUS": 0.00652506,
+        "SWIR_1": 0.2044958,
+        "SWIR_2": 0.11912015,
+    },
+    std={
+        "COASTAL_AEROSOL": 0.06977374,
+        "BLUE": 0.07406382,
+        "GREEN": 0.07370365,
+        "RED": 0.08692279,
+        "RED_EDGE_1": 0.07778555,
+        "RED_EDGE_2": 0.09105416,
+        "RED_EDGE_3": 0.10690993,
+        "NIR_BROAD": 0.10096586,
+        "NIR_NARROW": 0.11798815,
+        "WATER_VAPOR": 0.03380113,
+        "CIRRUS": 0.01463465,
+        "SWIR_1": 0.09772074,
+        "SWIR_2": 0.07659938,
+    },
+    source="IBM/peft-geofm src/peft_geofm/datamodules/sen1floods11.py at 5fe258d (MEANS/STDS)",
+)
 
 INFO = DatasetInfo(
     name="sen1floods11",
@@ -34,6 +72,7 @@ INFO = DatasetInfo(
     scale=1e-4,
     regions=("test", "bolivia"),
     metadata=("time", "location"),  # the date needs v1.1/Sen1Floods11_Metadata.geojson at prepare time
+    study_stats=STUDY_STATS,
 )
 
 #: Split name -> file name, as in the authors' ``datasets_splits/sen1floods11/``.

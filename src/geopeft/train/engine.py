@@ -78,6 +78,7 @@ class FitOutcome:
     samples_per_s: float
     resumed_from_epoch: int
     layout: BatchLayout
+    data_wait_fraction: float
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,8 @@ class _Resume:
     step: int = 0
     loss_sum: float = 0.0  # training loss summed over the resumed epoch's finished steps, every rank
     seen: int = 0
+    wait_s: float = 0.0  # seconds waiting for data in the whole epochs trained so far, every rank
+    step_s: float = 0.0  # seconds of their optimiser steps, every rank
 
 
 def _restore(
@@ -113,7 +116,10 @@ def _restore(
     stopper.load_state_dict(state["stopper"])
     checkpoint.set_rng_state(state["rng"])
     loss_sum, seen = state.get("partial", (0.0, 0)) if is_main else (0.0, 0)  # rank 0 carries the sums
-    return _Resume(int(state["epoch"]), int(state.get("step", 0)), float(loss_sum), int(seen))
+    wait_s, step_s = state.get("data_wait", (0.0, 0.0)) if is_main else (0.0, 0.0)
+    return _Resume(
+        int(state["epoch"]), int(state.get("step", 0)), float(loss_sum), int(seen), float(wait_s), float(step_s)
+    )
 
 
 def fit(
@@ -170,6 +176,7 @@ def fit(
             "epoch": resume.epoch,
             "step": resume.step,
             "partial": (resume.loss_sum, resume.seen),
+            "data_wait": (resume.wait_s, resume.step_s),
             "model": model.state_dict(),
             "optimizer": strategy.optimizer_state(),  # a collective under ZeRO: every rank builds it
             "scheduler": scheduler.state_dict(),
@@ -187,9 +194,9 @@ def fit(
             def on_preempt(next_step: int, loss_sum: float, seen: int, epoch: int = epoch, at: _Resume = at) -> None:
                 total, count = all_reduce_sum([at.loss_sum + loss_sum, at.seen + seen])
                 strategy.sync_model()
-                save(_Resume(epoch - 1, next_step, total, int(count)))
+                save(_Resume(epoch - 1, next_step, total, int(count), at.wait_s, at.step_s))
 
-            loss_sum, seen = train_epoch(
+            totals = train_epoch(
                 strategy,
                 train.epoch(epoch, at.step),
                 layout,
@@ -201,7 +208,9 @@ def fit(
                 on_preempt=on_preempt,
                 is_main=is_main,
             )
-            loss_sum, count = all_reduce_sum([at.loss_sum + loss_sum, at.seen + seen])
+            loss_sum, count, wait_s, step_s = all_reduce_sum(
+                [at.loss_sum + totals.loss_sum, at.seen + totals.seen, totals.wait_s, totals.step_s]
+            )
             strategy.sync_model()  # ``model`` gets the trained weights (gathered under ZeRO-3)
             val = evaluate(model, val_loader, device, num_classes=num_classes, precision=spec.precision)
             train_time += time.perf_counter() - started
@@ -215,7 +224,7 @@ def fit(
                 best = trainable_state()
                 if is_main:
                     checkpoint.save(paths.best_ckpt, {"epoch": epoch, "model": best})
-            at = _Resume(epoch)
+            at = _Resume(epoch, wait_s=at.wait_s + wait_s, step_s=at.step_s + step_s)
             save(at)
             train_loss = loss_sum / max(count, 1)
             if is_main:
@@ -231,6 +240,7 @@ def fit(
         samples_per_s=samples / train_time if train_time > 0 else 0.0,
         resumed_from_epoch=resumed_from,
         layout=layout,
+        data_wait_fraction=at.wait_s / at.step_s if at.step_s > 0 else 0.0,
     )
 
 

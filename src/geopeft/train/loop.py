@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import math
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -66,6 +68,23 @@ def nan_failure(loss: float, epoch: int, step: int) -> CellFailed:
     )
 
 
+@dataclass(frozen=True)
+class EpochTotals:
+    """What one rank's :func:`train_epoch` adds up.
+
+    Args:
+        loss_sum: training loss summed over samples.
+        seen: samples trained on.
+        wait_s: seconds spent waiting for the loader's next micro-batch.
+        step_s: seconds of the optimiser steps, waits included.
+    """
+
+    loss_sum: float
+    seen: int
+    wait_s: float
+    step_s: float
+
+
 def train_epoch(
     strategy: Strategy,
     loader: DataLoader[Batch],
@@ -78,8 +97,11 @@ def train_epoch(
     preemption: faults.Preemption,
     on_preempt: OnPreempt,
     is_main: bool,
-) -> tuple[float, int]:
-    """Optimiser steps ``steps[0]`` to ``steps[1] - 1`` of ``epoch``; returns this rank's (loss sum, samples).
+) -> EpochTotals:
+    """Optimiser steps ``steps[0]`` to ``steps[1] - 1`` of ``epoch``; returns this rank's :class:`EpochTotals`.
+
+    The wait for data is the time spent in the loader's ``next``: the step before ended with a device sync (the
+    loss is read back), so it is time the accelerator had nothing to do.
 
     Raises:
         CellFailed: (class ``nan``) a loss was not finite on some rank.
@@ -87,12 +109,16 @@ def train_epoch(
     """
     strategy.model.train()
     batches = iter(loader)
-    loss_sum, seen = 0.0, 0
+    loss_sum, seen, wait_s, step_s = 0.0, 0, 0.0, 0.0
     for step in range(*steps):
         faults.inject_fault(epoch, step, is_main=is_main)
         bad: float | None = None  # a non-finite loss of this rank
+        step_started = time.perf_counter()
         for micro in range(layout.accumulation):
-            batch = to_device(next(batches), device)
+            waited = time.perf_counter()
+            host_batch = next(batches)
+            wait_s += time.perf_counter() - waited
+            batch = to_device(host_batch, device)
             faults.inject_oom(int(batch["image"].shape[0]))
             with autocast(device, precision):
                 logits = strategy.forward(batch["image"], batch.get("metadata"))
@@ -107,10 +133,11 @@ def train_epoch(
         if not_finite:
             raise nan_failure(float("nan") if bad is None else bad, epoch, step)
         strategy.step()
+        step_s += time.perf_counter() - step_started
         if stop:
             on_preempt(step + 1, loss_sum, seen)
             raise faults.Preempted(f"stopped by SIGUSR2 after step {step} of epoch {epoch}; the checkpoint is written")
-    return loss_sum, seen
+    return EpochTotals(loss_sum, seen, wait_s, step_s)
 
 
 @torch.no_grad()
