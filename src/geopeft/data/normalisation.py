@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from geopeft.errors import ConfigError
 
@@ -70,15 +71,38 @@ class InputNorm:
     kind: str
     source: str
 
-    def to_dict(self) -> dict[str, object]:
-        """JSON-ready dict (recorded in a cell's provenance)."""
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (a result's ``provenance.normalisation``); :meth:`from_dict` reads it back."""
         return {
             "kind": self.kind,
             "source": self.source,
             "scale": self.scale,
-            "mean": dict(zip(self.bands, self.mean, strict=True)),
-            "std": dict(zip(self.bands, self.std, strict=True)),
+            "bands": list(self.bands),
+            "mean": list(self.mean),
+            "std": list(self.std),
         }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], where: str) -> InputNorm:
+        """Inverse of :meth:`to_dict`.
+
+        Raises:
+            ConfigError: a field is missing or malformed; the message names ``where``.
+        """
+        try:
+            norm = cls(
+                bands=tuple(str(b) for b in d["bands"]),
+                scale=float(d["scale"]),
+                mean=tuple(float(v) for v in d["mean"]),
+                std=tuple(float(v) for v in d["std"]),
+                kind=str(d["kind"]),
+                source=str(d["source"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(f"{where}: malformed normalisation record ({exc!r}); rerun the cell") from None
+        if not len(norm.bands) == len(norm.mean) == len(norm.std) or 0 in norm.std:
+            raise ConfigError(f"{where}: normalisation record needs one non-zero std per band; rerun the cell")
+        return norm
 
 
 def resolve(

@@ -22,7 +22,7 @@ from torch import nn
 
 from geopeft.cache.reader import CacheDataset
 from geopeft.errors import CellFailed
-from geopeft.io import append_jsonl, atomic_write_json
+from geopeft.io import append_jsonl, atomic_write_json, read_json
 from geopeft.paths import CellPaths
 from geopeft.spec import TrainSpec
 from geopeft.train import checkpoint, faults
@@ -213,7 +213,8 @@ def fit(
             )
             strategy.sync_model()  # ``model`` gets the trained weights (gathered under ZeRO-3)
             val = evaluate(model, val_loader, device, num_classes=num_classes, precision=spec.precision)
-            train_time += time.perf_counter() - started
+            epoch_s = time.perf_counter() - started
+            train_time += epoch_s
             samples += int(count) - at.seen
             if val.n != len(data.val):
                 raise CellFailed(f"validation counted {val.n} samples of {len(data.val)}; report this as a bug")
@@ -228,7 +229,7 @@ def fit(
             save(at)
             train_loss = loss_sum / max(count, 1)
             if is_main:
-                _report(paths, spec, epoch, train_loss, val.loss, val.miou, strategy, stopper, log)
+                _report(paths, spec, epoch, train_loss, val.loss, val.miou, strategy, stopper, log, epoch_s)
             if any_rank([preemption.requested])[0]:
                 raise faults.Preempted(f"stopped by SIGUSR2 after epoch {epoch}; the checkpoint is written")
     barrier()  # best.pt is complete before any rank reads it
@@ -254,12 +255,30 @@ def _report(
     strategy: Strategy,
     stopper: EarlyStopping,
     log: Callable[[str], None],
+    epoch_s: float,
 ) -> None:
-    """Rank 0's per-epoch records: a metrics line, the progress file and a log line."""
+    """Rank 0's per-epoch records: a metrics line, the progress file and a log line.
+
+    ``progress.json`` is what ``geopeft status`` shows of a running cell: the epoch, the best validation mIoU so far
+    (the highest of any epoch) and the epoch of the best validation loss (the checkpoint tested), and the seconds of
+    the last epoch, from which it estimates the time left.
+    """
     lr = strategy.optimizer.param_groups[0]["lr"]
     record = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_miou": val_miou, "lr": lr}
     append_jsonl(paths.metrics_log, record)
-    atomic_write_json(paths.progress, {"epoch": epoch, "max_epochs": spec.max_epochs, "time": time.time()})
+    before = read_json(paths.progress) if paths.progress.exists() and epoch > 1 else {}
+    best_miou = max(val_miou, float(before.get("best_val_miou", val_miou)))
+    progress = {
+        "epoch": epoch,
+        "max_epochs": spec.max_epochs,
+        "time": time.time(),
+        "val_miou": val_miou,
+        "best_val_miou": best_miou,
+        "best_epoch": stopper.best_epoch,
+        "patience_left": spec.patience - stopper.bad_epochs,
+        "epoch_s": epoch_s,
+    }
+    atomic_write_json(paths.progress, progress)
     log(
         f"epoch {epoch:3d}/{spec.max_epochs} train_loss {train_loss:.4f} val_loss {val_loss:.4f} "
         f"val_mIoU {100 * val_miou:.2f} lr {lr:.2e}{' *' if stopper.best_epoch == epoch else ''}"
