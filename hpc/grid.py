@@ -198,9 +198,14 @@ def _to_spec(cell: dict[str, Any], where: str) -> CellSpec:
 
 
 def validate_spec(spec: CellSpec, where: str) -> None:
-    """Check names and options against the registries (dataset, backbone, decoder, tuning method, metadata, bands)."""
+    """Check names and options against the registries (dataset, backbone, decoder, tuning method, metadata, bands).
+
+    A cell normalised with the study's statistics needs a non-zero published std for every band it reads
+    (``train_split`` statistics exist only once the cache is built; the cell checks them when it starts).
+    """
     # Imported here: the registries pull in torch, which `geopeft status` never needs.
     from geopeft.data.bands import select_indices
+    from geopeft.data.normalisation import resolve
     from geopeft.data.registry import get_dataset
     from geopeft.models.build import resolve_bands
     from geopeft.models.build import validate as validate_model
@@ -212,6 +217,8 @@ def validate_spec(spec: CellSpec, where: str) -> None:
         validate_model(spec.model, spec.decoder, where=where)
         bands = resolve_bands(spec.model)
         select_indices(info.bands, bands, f"{where}: model.bands of {spec.model.name} on dataset {spec.dataset}")
+        if spec.train.normalisation == "study":
+            resolve("study", spec.dataset, bands, scale=info.scale, study=info.study_stats, where=where)
         validate_tuning(spec.tuning, where=where, backbone=spec.model.name)
     except ConfigError:
         raise

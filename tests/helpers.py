@@ -2,8 +2,34 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
+
+from geopeft.data.normalisation import resolve
+from geopeft.data.registry import get_dataset
+from geopeft.train.loaders import Batched, as_batch
+from geopeft.train.preprocess import BatchPreprocess
+
+
+def preprocessed(
+    ds: Any, *, batch_size: int, num_workers: int = 2, kind: str = "train_split"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every batch of a cache split through the cells' loader (workers, stored dtype) and device preprocessing.
+
+    Returns the concatenated float32 images and int64 masks, scaled, standardised with ``kind`` statistics and
+    padded as a cell sees them.
+    """
+    info = get_dataset(str(ds.header.attrs["dataset"]))
+    norm = resolve(
+        kind, info.name, ds.bands, scale=info.scale, study=info.study_stats, train_split=ds.header.train_stats()
+    )
+    prep = BatchPreprocess(norm, pad_to=info.pad_to, ignore_index=info.ignore_index)
+    loader = DataLoader(Batched(ds), batch_size=batch_size, num_workers=num_workers, collate_fn=as_batch)
+    batches = [prep(b) for b in loader]
+    return torch.cat([b["image"] for b in batches]), torch.cat([b["mask"] for b in batches])
 
 
 def sgd_step(model: nn.Module, seed: int = 1, *, train: bool = True) -> set[str]:

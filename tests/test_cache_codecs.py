@@ -5,7 +5,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import h5py
 import numpy as np
@@ -16,9 +15,11 @@ from torch.utils.data import DataLoader
 from geopeft.cache import schema
 from geopeft.cache.build import cache_path, prepare
 from geopeft.cache.reader import CacheDataset, open_split
+from geopeft.data.normalisation import InputNorm
 from geopeft.data.synthetic import write_sen1floods11
 from geopeft.data.transforms import normalise
 from geopeft.errors import CacheError
+from geopeft.train.preprocess import BatchPreprocess
 
 pytest.importorskip("hdf5plugin")
 
@@ -97,19 +98,19 @@ def test_missing_plugin_is_a_clear_error(caches, tmp_path, monkeypatch):
 @pytest.mark.parametrize("dtype", [np.int16, np.uint16, np.float32, np.float64])
 @pytest.mark.parametrize("scale", [1.0, 1e-4])
 @pytest.mark.parametrize("index", [None, [3, 0, 2]])
-def test_reader_conversion_is_bit_identical_to_normalise(tmp_path, dtype, scale, index):
+def test_device_conversion_of_every_stored_dtype_is_bit_identical_to_normalise(dtype, scale, index):
+    """Selecting bands on the stored dtype, then scaling and standardising batch-wise, is exactly ``normalise``."""
     rng = np.random.default_rng(0)
-    bands = ("a", "b", "c", "d")
-    raw = (rng.normal(1000, 300, (4, 8, 9))).astype(dtype)
+    raw = (rng.normal(1000, 300, (2, 4, 8, 9))).astype(dtype)
     mean, std = rng.normal(0.1, 0.02, 4).tolist(), rng.uniform(0.01, 0.2, 4).tolist()
-    attrs = {"bands": list(bands), "mean": mean, "std": std, "scale": scale, "classes": ["x"], "n": 1, "gsd": 10.0}
-    header = schema.CacheHeader(path=Path(tmp_path / "f.h5"), attrs=attrs, key="k", shape=(4, 8, 9), dtype="int16")
-    picked = bands if index is None else tuple(bands[i] for i in index)
-    ds = CacheDataset(header, picked, train=False)
-    sel = slice(None) if index is None else index
-    want = normalise(raw[sel], np.asarray(mean)[sel], np.asarray(std)[sel], scale=scale)
-    got = ds._normalise(raw)
-    assert got.dtype == np.float32 and got.flags.c_contiguous and np.array_equal(got, want)
+    sel = list(range(4)) if index is None else index
+    norm = InputNorm(
+        tuple("abcd"[i] for i in sel), scale, tuple(mean[i] for i in sel), tuple(std[i] for i in sel), "study", "t"
+    )
+    selected = torch.from_numpy(raw).index_select(1, torch.tensor(sel))
+    got = BatchPreprocess(norm).image(selected).numpy()
+    want = np.stack([normalise(r[sel], np.asarray(mean)[sel], np.asarray(std)[sel], scale=scale) for r in raw])
+    assert got.dtype == np.float32 and np.array_equal(got, want)
 
 
 def test_reader_returns_fresh_arrays(caches):

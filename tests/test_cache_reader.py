@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pickle
 import shutil
+from dataclasses import replace
 
 import h5py
 import numpy as np
@@ -11,10 +12,13 @@ import torch
 from torch.utils.data import DataLoader
 
 from geopeft.cache.build import cache_path, prepare
-from geopeft.cache.reader import CacheDataset, open_split
+from geopeft.cache.reader import CacheDataset, d4_tensor, open_split
 from geopeft.data import sen1floods11 as s1f
+from geopeft.data.normalisation import resolve
 from geopeft.data.transforms import d4
 from geopeft.errors import CacheError, ConfigError
+from geopeft.train.loaders import Batched, as_batch
+from geopeft.train.preprocess import BatchPreprocess
 
 COUNTS = {"train": 6, "val": 2, "test": 2, "bolivia": 3}
 BANDS = ("SWIR_1", "BLUE", "NIR_NARROW", "RED")
@@ -37,23 +41,29 @@ def cache_copy(built, tmp_path):
     return tmp_path / "cache"
 
 
-def test_dataloader_with_workers_yields_normalised_batches(built):
+def test_loader_with_workers_yields_stored_dtype_batches(built):
     ds = open_split(built[1], "sen1floods11", "train", bands=BANDS, train=True)
-    assert (len(ds), ds.num_classes, ds.bands) == (6, 2, BANDS)
-    batches = list(DataLoader(ds, batch_size=4, num_workers=2))
+    assert (len(ds), ds.num_classes, ds.bands, ds.shape) == (6, 2, BANDS, (4, 32, 32))
+    loader = DataLoader(Batched(ds), batch_size=4, num_workers=2, collate_fn=as_batch)
+    batches = list(loader)
     assert [b["image"].shape for b in batches] == [torch.Size([4, 4, 32, 32]), torch.Size([2, 4, 32, 32])]
     images = torch.cat([b["image"] for b in batches])
     masks = torch.cat([b["mask"] for b in batches])
-    assert images.dtype == torch.float32 and masks.dtype == torch.int64 and masks.shape == (6, 32, 32)
+    assert images.dtype == torch.int16 and masks.dtype == torch.int16 and masks.shape == (6, 32, 32)
     assert (masks == -1).any() and set(masks.unique().tolist()) == {-1, 0, 1}
     assert sorted(torch.cat([b["index"] for b in batches]).tolist()) == list(range(6))
-    # standardised with the train statistics: about zero mean and unit variance per band
-    per_band = images.transpose(0, 1).reshape(4, -1)
+    assert batches[0]["metadata"]["gsd"].tolist() == [10.0] * 4
+    # standardised on the device with the train split's own statistics: about zero mean, unit variance per band
+    norm = resolve("train_split", "sen1floods11", BANDS, scale=1e-4, study=None, train_split=ds.header.train_stats())
+    per_band = BatchPreprocess(norm).image(images).transpose(0, 1).reshape(4, -1)
     assert per_band.mean(dim=1).abs().max() < 1e-3
     assert (per_band.std(dim=1) - 1).abs().max() < 1e-2
+    # a plain DataLoader over the dataset collates single samples as usual
+    plain = next(iter(DataLoader(ds, batch_size=2)))
+    assert plain["image"].shape == (2, 4, 32, 32) and plain["image"].dtype == torch.int16
 
 
-def test_band_order_matches_the_geotiff(built):
+def test_band_order_and_values_are_the_geotiffs(built):
     ds = open_split(built[1], "sen1floods11", "test", bands=BANDS, train=False)
     sample = ds[1]
     sample_id = ds.metadata(1).id
@@ -62,9 +72,7 @@ def test_band_order_matches_the_geotiff(built):
     with rasterio.open(s1f.label_path(built[0], sample_id)) as src:
         label = src.read(1)
     index = [s1f.INFO.bands.index(b) for b in BANDS]
-    mean = np.array(ds.header.mean)[index, None, None]
-    std = np.array(ds.header.std)[index, None, None]
-    np.testing.assert_allclose(sample["image"].numpy(), (raw[index] * 1e-4 - mean) / std, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(sample["image"].numpy(), raw[index])
     np.testing.assert_array_equal(sample["mask"].numpy(), label)
     assert sample["index"] == 1
 
@@ -179,15 +187,49 @@ def test_dataset_class_is_exported():
     assert issubclass(CacheDataset, torch.utils.data.Dataset)
 
 
+@pytest.mark.parametrize("k", range(8))
+def test_d4_tensor_is_transforms_d4(k):
+    rng = np.random.default_rng(k)
+    image, mask = rng.integers(-5, 5, (3, 6, 6)).astype(np.int16), rng.integers(-1, 2, (6, 6)).astype(np.int16)
+    want_image, want_mask = d4(image, mask, k)
+    assert np.array_equal(d4_tensor(torch.from_numpy(image), k, dims=(1, 2)).numpy(), want_image)
+    assert np.array_equal(d4_tensor(torch.from_numpy(mask), k, dims=(0, 1)).numpy(), want_mask)
+
+
 @pytest.mark.parametrize("bands", [BANDS, s1f.INFO.bands])
-def test_reader_standardises_bit_for_bit_like_normalise(built, bands):
-    """The reader's torch kernels give exactly ``transforms.normalise`` of the stored values, selected or not."""
+def test_read_batch_equals_single_samples_for_every_d4_element(built, bands):
+    ds = open_split(built[1], "sen1floods11", "train", bands=bands, train=True)
+    with h5py.File(cache_path(built[1], "sen1floods11", "train")) as f:
+        stored, stored_masks = f["images"][:], f["masks"][:]
+    index = [s1f.INFO.bands.index(b) for b in bands]
+    elements = set()
+    for epoch in range(12):
+        ds.set_epoch(3, epoch)
+        batch = ds.read_batch([5, 0, 2, 1, 4, 3])
+        for j, i in enumerate([5, 0, 2, 1, 4, 3]):
+            k = ds.d4_element(i)
+            elements.add(k)
+            image, mask = d4(stored[i][index], stored_masks[i], k)
+            assert np.array_equal(batch["image"][j].numpy(), image) and np.array_equal(batch["mask"][j].numpy(), mask)
+            assert torch.equal(ds[i]["image"], batch["image"][j])
+    assert len(elements) == 8
+
+
+def test_train_split_preprocessing_is_normalise_bit_for_bit(built):
+    """Device-side standardisation with the stored train statistics is exactly ``transforms.normalise``."""
     from geopeft.data.transforms import normalise
 
-    ds = open_split(built[1], "sen1floods11", "val", bands=bands, train=False)
-    with h5py.File(cache_path(built[1], "sen1floods11", "val")) as f:
-        stored = f["images"][0]
-    index = [s1f.INFO.bands.index(b) for b in bands]
+    ds = open_split(built[1], "sen1floods11", "val", bands=BANDS, train=False)
+    index = [s1f.INFO.bands.index(b) for b in BANDS]
     mean, std = np.array(ds.header.mean)[index], np.array(ds.header.std)[index]
-    expected = normalise(stored[index], mean, std, scale=ds.header.scale)
-    np.testing.assert_array_equal(ds[0]["image"].numpy(), expected)
+    norm = resolve("train_split", "sen1floods11", BANDS, scale=1e-4, study=None, train_split=ds.header.train_stats())
+    batch = ds.read_batch([0, 1])
+    expected = np.stack([normalise(img, mean, std, scale=ds.header.scale) for img in batch["image"].numpy()])
+    np.testing.assert_array_equal(BatchPreprocess(norm).image(batch["image"]).numpy(), expected)
+
+
+def test_non_square_samples_cannot_be_augmented(built):
+    header = open_split(built[1], "sen1floods11", "val", bands=BANDS, train=False).header
+    oblong = replace(header, shape=(13, 32, 16))
+    with pytest.raises(ConfigError, match=r"D4 augmentation needs square samples, this cache holds 32x16"):
+        CacheDataset(oblong, BANDS, train=True)

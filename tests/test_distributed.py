@@ -19,6 +19,7 @@ import torch
 from geopeft.cache.build import prepare
 from geopeft.cache.reader import open_split
 from geopeft.cell import run_cell
+from geopeft.data.normalisation import InputNorm
 from geopeft.data.registry import get_dataset
 from geopeft.data.synthetic import write_sen1floods11
 from geopeft.io import read_json
@@ -28,6 +29,7 @@ from geopeft.spec import RunEnv
 from geopeft.train import checkpoint, faults
 from geopeft.train.engine import evaluate
 from geopeft.train.loaders import eval_loader
+from geopeft.train.preprocess import BatchPreprocess
 from geopeft.tuning.registry import apply_tuning, load_trainable_state_dict
 from hpc.grid import load_grid
 from hpc.manifest import plan, write_manifest
@@ -130,12 +132,14 @@ def assert_one_rank_evaluation(root, spec, paths, result):
     model = build_segmentor(spec.model, spec.decoder, num_classes=len(info.classes), img_size=32, where="test")
     apply_tuning(model, spec.tuning, where="test")
     load_trainable_state_dict(model, checkpoint.load(paths.best_ckpt)["model"])
+    prep = BatchPreprocess(InputNorm.from_dict(result["provenance"]["normalisation"], "result"), pad_to=info.pad_to)
     for region in info.regions:
         ds = open_split(root / "cache", spec.dataset, region, bands=resolve_bands(spec.model), train=False)
-        one = evaluate(model, eval_loader(ds, 2, 0, 1, 0), torch.device("cpu"), num_classes=2, precision="fp32")
+        loader = eval_loader(ds, 2, 0, 1, 0)
+        one = evaluate(model, loader, torch.device("cpu"), prep=prep, num_classes=2, precision="fp32")
         two = result["regions"][region]
-        assert (one.miou, list(one.iou_per_class), one.accuracy, one.n) == (
-            two["miou"], two["iou_per_class"], two["accuracy"], two["n"],
+        assert (one.miou, list(one.iou_per_class), one.accuracy, one.n, one.classes_present) == (
+            two["miou"], two["iou_per_class"], two["accuracy"], two["n"], two["classes_present"],
         )  # fmt: skip
         assert one.n == len(ds) and one.loss == pytest.approx(two["loss"], rel=1e-6)  # float32 sums in another order
 

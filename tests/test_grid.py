@@ -115,3 +115,17 @@ def test_gpu_smoke_grid_is_valid():
     assert len(grid.cells) == len(settings) == 8
     assert ("lora", "bf16", True, "ddp") in settings and ("full", "bf16", False, "deepspeed_zero3") in settings
     assert {c.model.name for c in grid.cells} == {"prithvi_eo_v2_300"} and grid.env.device == "cuda"
+
+
+def test_a_zero_std_band_under_the_studys_normalisation_is_refused_at_plan_time(tmp_path):
+    crop = GOOD.replace("[sen1floods11]", "[m_sa_crop_type]").replace(
+        "model: {{name: prithvi_tiny}}", "model: {{name: prithvi_tiny, bands: [BLUE, RED, CLOUD_PROBABILITY]}}"
+    )
+    with pytest.raises(ConfigError, match=r"grid\.yaml: axes.*CLOUD_PROBABILITY of m_sa_crop_type have std 0"):
+        load_grid(write(tmp_path, crop))
+    # its own train split's statistics are checked when the cell starts, not at plan time
+    own = crop.replace(
+        "train: {{lr: 1.0e-3, batch_size: 4}}", "train: {{lr: 1.0e-3, batch_size: 4, normalisation: train_split}}"
+    )
+    assert {c.train.normalisation for c in load_grid(write(tmp_path, own)).cells} == {"train_split"}
+    assert load_grid(write(tmp_path, GOOD)).cells[0].train.normalisation == "study"

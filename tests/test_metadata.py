@@ -16,6 +16,7 @@ from geopeft.cache.metadata import metadata_table, time_fields
 from geopeft.cache.reader import open_split
 from geopeft.cell import run_cell
 from geopeft.data import sen1floods11 as s1f
+from geopeft.data.normalisation import resolve
 from geopeft.data.registry import get_dataset
 from geopeft.data.synthetic import write_sen1floods11
 from geopeft.errors import ConfigError, DataError
@@ -27,6 +28,8 @@ from geopeft.models.prithvi import HLS_BANDS, PrithviViT
 from geopeft.models.segmentor import Segmentor, pad_to_multiple
 from geopeft.paths import SweepPaths
 from geopeft.spec import CellSpec, DecoderSpec, ModelSpec, RunEnv, TrainSpec, TuningSpec
+from geopeft.train.loaders import Batched, as_batch
+from geopeft.train.preprocess import BatchPreprocess
 from hpc.grid import load_grid
 
 COUNTS = {"train": 2, "val": 2, "test": 2, "bolivia": 2}
@@ -165,9 +168,11 @@ def test_cache_without_dates_fails_when_the_split_is_opened(tmp_path):
 
 
 def _batch(cache, bands, metadata):
+    """A batch as a cell's model gets it: the loader's workers, then the study's normalisation on the device."""
     ds = open_split(cache, "sen1floods11", "train", bands=bands, train=False, metadata=metadata)
-    (batch,) = list(DataLoader(ds, batch_size=2, num_workers=2))
-    return ds, batch
+    (batch,) = list(DataLoader(Batched(ds), batch_size=2, num_workers=2, collate_fn=as_batch))
+    prep = BatchPreprocess(resolve("study", "sen1floods11", bands, scale=s1f.INFO.scale, study=s1f.INFO.study_stats))
+    return ds, prep(batch)
 
 
 def _expected_fields(ds, indices):

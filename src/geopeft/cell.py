@@ -17,6 +17,7 @@ import torch
 
 from geopeft.attempts import end_attempt, start_attempt
 from geopeft.cache.reader import open_split
+from geopeft.data.normalisation import resolve as resolve_normalisation
 from geopeft.data.registry import get_dataset
 from geopeft.errors import CacheError, CellFailed, ConfigError, DataError, GeopeftError
 from geopeft.io import atomic_write_json, read_json
@@ -30,8 +31,9 @@ from geopeft.train import checkpoint
 from geopeft.train.distributed import DistEnv, process_group
 from geopeft.train.engine import FitData, evaluate, fit
 from geopeft.train.faults import requeue
-from geopeft.train.loaders import eval_loader
+from geopeft.train.loaders import eval_loader, pin_memory
 from geopeft.train.memory import checkpoint_blocks
+from geopeft.train.preprocess import BatchPreprocess
 from geopeft.train.retry import AttemptCounter, retry_oom, starting_layout
 from geopeft.train.sampling import BatchLayout
 from geopeft.tuning.registry import apply_tuning, load_trainable_state_dict, trainable_state_dict
@@ -179,7 +181,17 @@ def _train_and_test(
             f"{spec.slug}: the train split has {len(train_ds)} samples, fewer than batch_size "
             f"{spec.train.batch_size}; lower train.batch_size"
         )
-    img_size = int(splits[info.val_split][0]["image"].shape[-1])
+    norm = resolve_normalisation(
+        spec.train.normalisation,
+        spec.dataset,
+        bands,
+        scale=info.scale,
+        study=info.study_stats,
+        train_split=train_ds.header.train_stats(),
+        where=spec.slug,
+    )
+    prep = BatchPreprocess(norm, pad_to=info.pad_to, ignore_index=info.ignore_index)
+    img_size = prep.size(*splits[info.val_split].shape[1:])[1]
     model = build_segmentor(
         spec.model,
         spec.decoder,
@@ -194,7 +206,7 @@ def _train_and_test(
     model.to(device)
     log(f"{spec.slug}: {report.trainable:,} of {report.total:,} parameters trainable ({100 * report.fraction:.2f} %)")
 
-    data = FitData(train_ds, splits[info.val_split], env.num_workers)
+    data = FitData(train_ds, splits[info.val_split], prep, env.num_workers)
     outcome = retry_oom(
         lambda layout: fit(
             model,
@@ -223,8 +235,9 @@ def _train_and_test(
         ds = splits[region]
         metrics = evaluate(
             model,
-            eval_loader(ds, batch, ranks.rank, ranks.world_size, env.num_workers),
+            eval_loader(ds, batch, ranks.rank, ranks.world_size, env.num_workers, pin_memory(device)),
             device,
+            prep=prep,
             num_classes=len(info.classes),
             precision=spec.train.precision,
         )
@@ -263,6 +276,7 @@ def _train_and_test(
                 "accumulation": outcome.layout.accumulation,
             },
             "weights": describe_weights(spec.model.weights, env.weights_root),
+            "normalisation": norm.to_dict(),
         },
         cache_keys={s: ds.key for s, ds in splits.items()},
     )

@@ -22,7 +22,7 @@ from geopeft.cache.build import cache_path
 from geopeft.cache.metadata import GSD, Table, metadata_table
 from geopeft.data.bands import select_indices
 from geopeft.data.registry import get_dataset
-from geopeft.data.transforms import D4_SIZE, d4, pad_right_bottom
+from geopeft.data.transforms import D4_SIZE
 from geopeft.errors import CacheError, ConfigError, unknown_choice
 
 
@@ -44,24 +44,28 @@ class SampleMeta:
 
 
 class CacheDataset(Dataset[dict[str, Any]]):
-    """Samples of one cache file as ``{"image", "mask", "index", "metadata"}``.
+    """Samples of one cache file as ``{"image", "mask", "index", "metadata"}``, in the stored dtype.
 
-    ``image`` is float32 ``[C, H, W]`` in the requested band order: the stored values times the constant scale,
-    then standardised with the train split's per-band mean and std. ``mask`` is int64 ``[H, W]`` with ``-1`` for
-    ignored pixels. With ``train=True`` each sample gets one of the 8 D4 flips/rotations, the same on image and
-    mask, drawn from (seed, epoch, index) as set by :meth:`set_epoch`: the same sample gets the same element in the
-    same epoch whatever the worker, rank or resume point. ``metadata`` maps the fields of the
-    requested metadata kinds and ``gsd`` to float32 scalars (:mod:`geopeft.cache.metadata`); they are read for every
-    sample when the dataset is made, so a sample missing one fails before any training.
+    ``image`` is ``[C, H, W]`` in the stored dtype (int16, uint16 or float32, as the cache holds it) and in the
+    requested band order; ``mask`` is int16 ``[H, W]`` with ``-1`` for ignored pixels. Scaling, standardisation and
+    padding happen batch-wise on the device (:mod:`geopeft.train.preprocess`), as the study does them, so a worker
+    moves half the bytes of float32 for int16 data. With ``train=True`` each sample gets one of the 8 D4
+    flips/rotations, the same on image and mask, drawn from (seed, epoch, index) as set by :meth:`set_epoch`: the
+    same sample gets the same element in the same epoch whatever the worker, rank or resume point. ``metadata``
+    maps the fields of the requested metadata kinds and ``gsd`` to float32 scalars (:mod:`geopeft.cache.metadata`);
+    they are read for every sample when the dataset is made, so a sample missing one fails before any training.
+
+    :meth:`read_batch` reads a whole batch straight into its batch arrays (what the loaders use: no per-sample
+    tensors, no collate copy); ``ds[i]`` is one sample, as a plain map-style dataset.
 
     Args:
         header: the checked header of the file (from :func:`geopeft.cache.schema.read_header`).
         bands: band names to return, in this order.
-        train: apply D4 augmentation.
-        pad_to: pad right/bottom to this size after augmentation (0: none).
+        train: apply D4 augmentation (square samples only).
         metadata: metadata kinds to return (:data:`geopeft.spec.METADATA_KINDS`); ``gsd`` always comes.
 
     Raises:
+        ConfigError: no band, an unknown band, or ``train`` on samples that are not square.
         DataError: a sample lacks a value of a requested kind; the message names the file and the sample id.
     """
 
@@ -70,12 +74,17 @@ class CacheDataset(Dataset[dict[str, Any]]):
         header: schema.CacheHeader,
         bands: Sequence[str],
         train: bool,
-        pad_to: int = 0,
         metadata: Sequence[str] = (),
     ) -> None:
         if not bands:
             raise ConfigError(
                 f"{header.path}: bands must name at least one band; available: {', '.join(header.bands)}"
+            )
+        _, height, width = header.shape
+        if train and height != width:
+            raise ConfigError(
+                f"{header.path}: D4 augmentation needs square samples, this cache holds {height}x{width}; "
+                "rebuild it from square chips"
             )
         self.header = header
         self.path: Path = header.path
@@ -83,18 +92,16 @@ class CacheDataset(Dataset[dict[str, Any]]):
         self.bands: tuple[str, ...] = tuple(bands)
         self.num_classes: int = len(header.classes)
         self.train = train
-        self.pad_to = pad_to
         self.seed, self.epoch = 0, 0
         self._index = select_indices(header.bands, self.bands, str(header.path))
-        self._mean = np.asarray(header.mean, dtype=np.float32)[self._index]
-        self._std = np.asarray(header.std, dtype=np.float32)[self._index]
-        self._mean_t = torch.from_numpy(self._mean).view(-1, 1, 1)
-        self._std_t = torch.from_numpy(self._std).view(-1, 1, 1)
-        self._scale = float(np.float32(header.scale))
-        identity = list(self._index) == list(range(len(header.bands)))
-        self._gather = None if identity else torch.as_tensor(self._index, dtype=torch.long)
+        self._identity = list(self._index) == list(range(len(header.bands)))
+        self._gather = torch.as_tensor(self._index, dtype=torch.long)
+        self.dtype = np.dtype(header.dtype)
+        #: ``(C, H, W)`` of one returned image.
+        self.shape: tuple[int, int, int] = (len(self.bands), height, width)
         self._file: h5py.File | None = None
         self._arrays: tuple[h5py.Dataset, h5py.Dataset] | None = None  # images, masks of ``_file``
+        self._scratch: tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]] | None = None  # one stored sample
         self._pid = -1
         self.metadata_kinds: tuple[str, ...] = tuple(metadata)
         self._gsd = np.float32(header.attrs["gsd"])
@@ -127,7 +134,7 @@ class CacheDataset(Dataset[dict[str, Any]]):
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_file"], state["_arrays"], state["_pid"] = None, None, -1
+        state["_file"], state["_arrays"], state["_scratch"], state["_pid"] = None, None, None, -1
         return state
 
     def _h5(self) -> h5py.File:
@@ -135,63 +142,73 @@ class CacheDataset(Dataset[dict[str, Any]]):
         if self._file is None or self._pid != os.getpid():
             self._file = schema.open_h5(self.path)
             self._arrays = (self._file[schema.IMAGES], self._file[schema.MASKS])
+            self._scratch = None
             self._pid = os.getpid()
         return self._file
 
-    def _read(self, i: int) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
-        """Stored image ``[C, H, W]`` and mask ``[H, W]`` of sample ``i``, each read into a new array."""
+    def _position(self, i: int) -> int:
         if not -len(self) <= i < len(self):
             raise IndexError(f"{self.path}: index {i} out of range for {len(self)} samples")
-        i %= len(self)
+        return i % len(self)
+
+    def _fill(self, i: int, image: np.ndarray[Any, Any], mask: np.ndarray[Any, Any]) -> None:
+        """Read sample ``i`` (a valid position) into ``image`` ``[C, H, W]`` and ``mask`` ``[H, W]``, augmented.
+
+        The common case, no band selection and the identity element, reads straight into ``image``; otherwise the
+        stored sample is read into a per-process scratch buffer and written once, selected and turned, into place.
+        """
+        k = self.d4_element(i) if self.train else 0
         try:
             self._h5()
             assert self._arrays is not None
             images, masks = self._arrays
-            raw = np.empty(images.shape[1:], dtype=images.dtype)
-            mask = np.empty(masks.shape[1:], dtype=masks.dtype)
+            if k == 0 and self._identity:
+                images.read_direct(image, np.s_[i])
+                masks.read_direct(mask, np.s_[i])
+                return
+            if self._scratch is None:
+                self._scratch = (np.empty(images.shape[1:], images.dtype), np.empty(masks.shape[1:], masks.dtype))
+            raw, raw_mask = self._scratch
             images.read_direct(raw, np.s_[i])
-            masks.read_direct(mask, np.s_[i])
+            masks.read_direct(raw_mask, np.s_[i])
         except OSError as exc:
             raise CacheError(
                 f"{self.path}: sample {i} cannot be read ({exc}); delete the file and rebuild it with "
                 f"{self._rebuild_hint()}"
             ) from None
-        return raw, mask
-
-    def _normalise(self, raw: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-        """:func:`geopeft.data.transforms.normalise` of the selected bands, bit for bit, as a float32 array.
-
-        The same float32 operations in the same order (scale, subtract the mean, divide by the std), as whole-array
-        torch kernels. Band selection gathers the stored dtype first, which moves half the bytes of a float32 gather.
-        """
         x = torch.from_numpy(raw)
-        if self._gather is not None:
-            x = x.index_select(0, self._gather)
-        # numpy allocates the output (it advises transparent huge pages for large arrays, so a fresh 13.6 MB chip
-        # takes far fewer page faults), torch converts into it.
-        result: np.ndarray[Any, Any] = np.empty(tuple(x.shape), dtype=np.float32)
-        out = torch.from_numpy(result)
-        out.copy_(x)
-        if self._scale != 1.0:
-            out.mul_(self._scale)
-        out.sub_(self._mean_t).div_(self._std_t)
-        return result
+        if not self._identity:
+            x = x.index_select(0, self._gather)  # on the stored dtype: half the bytes of float32
+        torch.from_numpy(image).copy_(d4_tensor(x, k, dims=(1, 2)))
+        torch.from_numpy(mask).copy_(d4_tensor(torch.from_numpy(raw_mask), k, dims=(0, 1)))
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        raw, mask = self._read(i)
-        if self.train:  # D4 commutes with per-band standardisation: turn the stored dtype, half the bytes of float32
-            raw, mask = d4(raw, mask, self.d4_element(i))
-        image = self._normalise(raw)
-        if self.pad_to:
-            image, mask = pad_right_bottom(image, mask, self.pad_to)
-        i %= len(self)
-        metadata = {name: torch.tensor(values[i]) for name, values in self._meta.items()}
-        metadata[GSD] = torch.tensor(self._gsd)
+    def read_batch(self, indices: Sequence[int]) -> dict[str, Any]:
+        """Samples ``indices`` as one batch, each augmented as ``ds[i]`` is.
+
+        Returns ``image`` ``[B, C, H, W]`` (stored dtype), ``mask`` ``[B, H, W]`` int16, ``index`` ``[B]`` int64 and
+        ``metadata`` (``[B]`` float32 per field).
+        """
+        positions = [self._position(int(i)) for i in indices]
+        image = np.empty((len(positions), *self.shape), dtype=self.dtype)
+        mask = np.empty((len(positions), *self.shape[1:]), dtype=schema.MASK_DTYPE)
+        for j, i in enumerate(positions):
+            self._fill(i, image[j], mask[j])
+        metadata = {name: torch.from_numpy(values[positions]) for name, values in self._meta.items()}
+        metadata[GSD] = torch.full((len(positions),), float(self._gsd), dtype=torch.float32)
         return {
             "image": torch.from_numpy(image),
-            "mask": torch.from_numpy(mask.astype(np.int64)),
-            "index": i,
+            "mask": torch.from_numpy(mask),
+            "index": torch.tensor(positions, dtype=torch.int64),
             "metadata": metadata,
+        }
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        batch = self.read_batch([i])
+        return {
+            "image": batch["image"][0],
+            "mask": batch["mask"][0],
+            "index": int(batch["index"][0]),
+            "metadata": {name: values[0] for name, values in batch["metadata"].items()},
         }
 
     def metadata(self, i: int) -> SampleMeta:
@@ -211,6 +228,19 @@ class CacheDataset(Dataset[dict[str, Any]]):
         if self._file is not None and self._pid == os.getpid():
             self._file.close()
         self._file, self._arrays = None, None
+
+
+def d4_tensor(x: torch.Tensor, k: int, dims: tuple[int, int]) -> torch.Tensor:
+    """Element ``k`` of D4 on the plane ``dims`` of ``x``, as :func:`geopeft.data.transforms.d4` defines it.
+
+    ``k % 4`` quarter turns counter-clockwise, then a flip of the last of ``dims`` when ``k >= 4``. Torch kernels:
+    the transposing copy of an odd turn runs about twice as fast as numpy's on int16 (``bench/cache_read.py``).
+    """
+    if k % 4:
+        x = torch.rot90(x, k % 4, dims)
+    if k >= 4:
+        x = x.flip(dims[1])
+    return x
 
 
 def open_split(
@@ -243,4 +273,4 @@ def open_split(
         raise unknown_choice(f"{dataset} split", split, info.splits, "open_split")
     info.require_metadata(metadata, "open_split")
     header = schema.read_header(cache_path(cache_root, dataset, split), dataset, split, cache_root)
-    return CacheDataset(header, bands, train, pad_to=info.pad_to, metadata=metadata)
+    return CacheDataset(header, bands, train, metadata=metadata)

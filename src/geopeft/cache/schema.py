@@ -27,6 +27,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from geopeft.data.normalisation import BandStats
 from geopeft.errors import CacheError
 
 #: Bumped whenever the layout or the meaning of a stored value changes; readers refuse other versions.
@@ -206,6 +207,14 @@ class CacheHeader:
     def std(self) -> tuple[float, ...]:
         """Per-band train standard deviation after ``scale``."""
         return tuple(float(v) for v in self.attrs["std"])
+
+    def train_stats(self) -> BandStats:
+        """The train split's per-band mean and std stored in this file (``train.normalisation: train_split``)."""
+        return BandStats(
+            mean=dict(zip(self.bands, self.mean, strict=True)),
+            std=dict(zip(self.bands, self.std, strict=True)),
+            source=f"the train split of the cache ({self.path.parent})",
+        )
 
     def matches(self, identity: Mapping[str, Any], ignore: tuple[str, ...] = ()) -> bool:
         """Whether this file was built from ``identity`` (attributes named in ``ignore`` aside)."""

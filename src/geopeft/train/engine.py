@@ -27,8 +27,9 @@ from geopeft.paths import CellPaths
 from geopeft.spec import TrainSpec
 from geopeft.train import checkpoint, faults
 from geopeft.train.distributed import all_reduce_sum, any_rank, barrier
-from geopeft.train.loaders import TrainLoader, eval_loader
+from geopeft.train.loaders import TrainLoader, eval_loader, pin_memory
 from geopeft.train.loop import evaluate, nan_failure, segmentation_loss, train_epoch
+from geopeft.train.preprocess import BatchPreprocess
 from geopeft.train.sampling import BatchLayout
 from geopeft.train.strategy import Strategy, make_strategy
 
@@ -88,11 +89,13 @@ class FitData:
     Args:
         train: the training split (with augmentation).
         val: the validation split.
+        prep: the batch preprocessing on the device (scale, normalisation, padding).
         num_workers: DataLoader workers per rank.
     """
 
     train: CacheDataset
     val: CacheDataset
+    prep: BatchPreprocess
     num_workers: int = 0
 
 
@@ -168,8 +171,9 @@ def fit(
     if state is not None:
         log(f"resuming at epoch {at.epoch + 1}, step {at.step} from {paths.last_ckpt}")
     del state
-    train = TrainLoader(data.train, layout, rank, seed, data.num_workers)
-    val_loader = eval_loader(data.val, layout.micro_batch, rank, layout.world_size, data.num_workers)
+    pin = pin_memory(device)
+    train = TrainLoader(data.train, layout, rank, seed, data.num_workers, pin)
+    val_loader = eval_loader(data.val, layout.micro_batch, rank, layout.world_size, data.num_workers, pin)
 
     def save(resume: _Resume) -> None:
         payload = {
@@ -200,6 +204,7 @@ def fit(
                 strategy,
                 train.epoch(epoch, at.step),
                 layout,
+                prep=data.prep,
                 steps=(at.step, train.steps),
                 epoch=epoch,
                 device=device,
@@ -212,7 +217,9 @@ def fit(
                 [at.loss_sum + totals.loss_sum, at.seen + totals.seen, totals.wait_s, totals.step_s]
             )
             strategy.sync_model()  # ``model`` gets the trained weights (gathered under ZeRO-3)
-            val = evaluate(model, val_loader, device, num_classes=num_classes, precision=spec.precision)
+            val = evaluate(
+                model, val_loader, device, prep=data.prep, num_classes=num_classes, precision=spec.precision
+            )
             epoch_s = time.perf_counter() - started
             train_time += epoch_s
             samples += int(count) - at.seen

@@ -24,6 +24,7 @@ from geopeft.result import RegionMetrics
 from geopeft.train import faults
 from geopeft.train.distributed import any_rank
 from geopeft.train.metrics import SplitMetrics
+from geopeft.train.preprocess import BatchPreprocess
 from geopeft.train.sampling import BatchLayout
 from geopeft.train.strategy import Strategy
 
@@ -90,6 +91,7 @@ def train_epoch(
     loader: DataLoader[Batch],
     layout: BatchLayout,
     *,
+    prep: BatchPreprocess,
     steps: tuple[int, int],
     epoch: int,
     device: torch.device,
@@ -118,7 +120,7 @@ def train_epoch(
             waited = time.perf_counter()
             host_batch = next(batches)
             wait_s += time.perf_counter() - waited
-            batch = to_device(host_batch, device)
+            batch = prep(to_device(host_batch, device))
             faults.inject_oom(int(batch["image"].shape[0]))
             with autocast(device, precision):
                 logits = strategy.forward(batch["image"], batch.get("metadata"))
@@ -142,16 +144,23 @@ def train_epoch(
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, loader: DataLoader[Batch], device: torch.device, *, num_classes: int, precision: str
+    model: nn.Module,
+    loader: DataLoader[Batch],
+    device: torch.device,
+    *,
+    prep: BatchPreprocess,
+    num_classes: int,
+    precision: str,
 ) -> RegionMetrics:
     """Metrics of ``model`` over ``loader``, summed over every rank (each sample counted exactly once).
 
-    ``model`` is the plain module (never a DDP wrapper): ranks may hold different numbers of batches.
+    ``model`` is the plain module (never a DDP wrapper): ranks may hold different numbers of batches. ``prep``
+    turns the loader's stored-dtype batches into the model's input on ``device``.
     """
     model.eval()
     metrics = SplitMetrics(num_classes, device=device)
-    for batch in loader:
-        batch = to_device(batch, device)
+    for host_batch in loader:
+        batch = prep(to_device(host_batch, device))
         with autocast(device, precision):
             logits = model(batch["image"], batch.get("metadata"))
         metrics.update(logits, batch["mask"], sample_loss_sum(logits, batch["mask"]))
