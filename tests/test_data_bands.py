@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from geopeft.data.bands import HLS_BANDS, S2_BANDS, WAVELENGTHS_UM, select_indices
+from geopeft.data.bands import HLS_BANDS, S2_BANDS, STUDY_WAVELENGTHS_UM, WAVELENGTHS_UM, select_indices
 from geopeft.errors import ConfigError
 
 
@@ -13,6 +13,16 @@ def test_s2_bands_in_file_order_with_increasing_wavelengths():
     assert set(WAVELENGTHS_UM) == set(S2_BANDS)
     waves = [WAVELENGTHS_UM[b] for b in S2_BANDS]
     assert waves == sorted(waves)
+
+
+def test_the_studys_wavelengths_differ_from_esa_in_three_bands():
+    assert list(STUDY_WAVELENGTHS_UM) == list(S2_BANDS)
+    differ = {
+        b: (WAVELENGTHS_UM[b], STUDY_WAVELENGTHS_UM[b])
+        for b in S2_BANDS
+        if WAVELENGTHS_UM[b] != STUDY_WAVELENGTHS_UM[b]
+    }
+    assert differ == {"BLUE": (0.490, 0.493), "RED_EDGE_1": (0.705, 0.704), "WATER_VAPOR": (0.945, 0.94)}
 
 
 def test_hls_bands_are_s2_bands():

@@ -251,7 +251,7 @@ def shifted(by):
     ("suffix", "data", "change", "match"),
     [
         ("B03", np.zeros((2, 120, 120), np.uint16), None, r"_B03\.tif: 2 bands, expected 1"),
-        ("B04", np.zeros((1, 120, 120), np.int16), None, r"_B04\.tif: dtype int16, expected uint16"),
+        ("B04", np.full((1, 120, 120), -5, np.int16), None, r"_B04\.tif: int16 values -5 \.\.\. -5 do not fit uint16"),
         ("B8A", np.zeros((1, 60, 60), np.float32), None, r"_B8A\.tif: dtype float32"),
         ("B05", np.zeros((1, 120, 120), np.uint16), None, r"_B05\.tif: 120x120 pixels of 20x20 m, expected 60x60"),
         ("B06", np.zeros((1, 60, 60), np.uint16), shifted(20), r"_B06\.tif: grid .* is not aligned with B02"),

@@ -10,7 +10,7 @@ import torch
 from weights_fixtures import GEN_FF, LATENT, WAVE, official_encoder_shapes
 from weights_fixtures import write_clay_checkpoint as _write_official
 
-from geopeft.data.bands import HLS_BANDS, WAVELENGTHS_UM
+from geopeft.data.bands import HLS_BANDS, STUDY_WAVELENGTHS_UM, WAVELENGTHS_UM
 from geopeft.errors import ConfigError, WeightsError
 from geopeft.models.build import build_segmentor
 from geopeft.models.clay import CLAY_BANDS, ClayEncoder, load_clay_weights
@@ -78,12 +78,34 @@ def test_kernel_is_generated_from_wavelengths():
     torch.testing.assert_close(tokens, expected)
 
 
-def test_model_wavelengths_follow_band_names_and_unknown_band_fails():
+#: peft-geofm's ``WAVELENGTHS`` (src/peft_geofm/datasets/utils.py) for CLAY_BANDS, written out by hand.
+STUDY_CLAY_WAVES = [0.493, 0.56, 0.665, 0.704, 0.74, 0.783, 0.842, 0.865, 1.61, 2.19]
+
+
+def test_model_wavelengths_are_the_studys_and_unknown_band_fails():
+    assert torch.equal(_tiny(CLAY_BANDS).waves, torch.tensor(STUDY_CLAY_WAVES, dtype=torch.float32))
     model = _tiny(HLS_BANDS)
-    torch.testing.assert_close(model.waves, torch.tensor([WAVELENGTHS_UM[b] for b in HLS_BANDS]))
+    assert torch.equal(model.waves, torch.tensor([0.493, 0.56, 0.665, 0.865, 1.61, 2.19], dtype=torch.float32))
     assert "waves" not in model.state_dict()
     with pytest.raises(ConfigError, match=r"unknown band.*'VV'"):
         create_backbone("clay_tiny", bands=("BLUE", "VV"), img_size=64)
+
+
+def test_kernel_depends_on_the_study_table_entries_of_its_bands_only(monkeypatch):
+    def kernel() -> torch.Tensor:
+        model = _tiny(CLAY_BANDS)  # same seed, same generator weights: only the wavelengths can differ
+        with torch.no_grad():
+            return model.patch_embedding.generate_kernel(model.waves)[0]
+
+    before = kernel()
+    with torch.no_grad():
+        by_hand = _tiny(CLAY_BANDS).patch_embedding.generate_kernel(torch.tensor(STUDY_CLAY_WAVES))[0]
+    assert torch.equal(before, by_hand)
+    monkeypatch.setitem(WAVELENGTHS_UM, "RED_EDGE_1", 0.9)  # the ESA table (cache metadata) is not Clay's
+    monkeypatch.setitem(STUDY_WAVELENGTHS_UM, "WATER_VAPOR", 0.945)  # a band outside CLAY_BANDS
+    assert torch.equal(kernel(), before)
+    monkeypatch.setitem(STUDY_WAVELENGTHS_UM, "RED_EDGE_1", 0.705)  # ESA's value for a band Clay uses
+    assert not torch.allclose(kernel(), before)
 
 
 def test_metadata_changes_output_and_absent_means_zeros():

@@ -80,6 +80,23 @@ def test_coords_are_added_to_patch_tokens_only():
         torch.testing.assert_close(got[-1], tl.norm(tokens))
 
 
+def test_encodings_are_added_one_after_the_other_in_terratorchs_order():
+    """pos_embed, then the temporal encoding, then the location encoding, each added to the running sum."""
+    _, tl = _tl_pair()
+    x = torch.randn(2, 6, 64, 64)
+    temporal, location = _coords()
+    with torch.no_grad():
+        tokens, _ = tl.embed(x, temporal, location)
+        base = tl.patch_embed(x.unsqueeze(2)) + interpolate_pos_embed(tl.pos_embed, tl.grid_size, (1, 4, 4))[:, 1:]
+        time_enc, location_enc = tl.temporal_embed_enc(temporal, 16), tl.location_embed_enc(location)
+        terratorch = (base + time_enc) + location_enc
+        sum_first = base + (time_enc + location_enc)
+        only_location, _ = tl.embed(x, location_coords=location)
+    assert torch.equal(tokens, terratorch)
+    assert not torch.equal(tokens, sum_first)  # float32 rounding tells the two orders apart on these inputs
+    assert torch.equal(only_location, base + location_enc)
+
+
 def test_coords_change_the_output_and_absent_coords_equal_the_plain_model():
     plain, tl = _tl_pair()
     x = torch.randn(2, 6, 32, 32)

@@ -27,7 +27,7 @@ from geopeft.paths import CellPaths
 from geopeft.provenance import provenance
 from geopeft.result import CellResult, RegionMetrics, TrainSummary, failure_record
 from geopeft.spec import CellSpec, RunEnv
-from geopeft.train import checkpoint
+from geopeft.train import checkpoint, precision
 from geopeft.train.distributed import DistEnv, process_group
 from geopeft.train.engine import FitData, evaluate, fit
 from geopeft.train.faults import requeue
@@ -74,7 +74,8 @@ def run_cell(spec: CellSpec, env: RunEnv, paths: CellPaths, *, log: Log = _log) 
     try:
         device = ranks.device(resolve_device(env.device).type)
         with process_group(ranks, device, always=spec.train.strategy.startswith("deepspeed")):
-            result = _train_and_test(spec, env, paths, log, ranks, attempt)
+            with precision.matmul_precision(spec.train.matmul_precision):
+                result = _train_and_test(spec, env, paths, log, ranks, attempt)
     except BaseException as exc:
         reason = classify(exc)
         if not ranks.is_main:
@@ -268,6 +269,7 @@ def _train_and_test(
             "argv": sys.argv,
             "env": env.to_dict(),
             "determinism": checkpoint.determinism(),
+            "precision": precision.describe(),
             "distributed": {
                 "launcher": ranks.launcher,
                 "world_size": ranks.world_size,

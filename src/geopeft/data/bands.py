@@ -47,6 +47,27 @@ WAVELENGTHS_UM: dict[str, float] = {
     "SWIR_2": 2.190,
 }
 
+#: Central wavelength in micrometres of each band as the study gives them to Clay: peft-geofm's ``WAVELENGTHS``
+#: table (IBM/peft-geofm ``src/peft_geofm/datasets/utils.py``, commit 5fe258d), passed through its ``clay_gw`` /
+#: ``clay_tlgw`` metadata. It differs from :data:`WAVELENGTHS_UM` in BLUE, RED_EDGE_1 and WATER_VAPOR. Clay's
+#: generated patch kernel depends on these numbers, so :mod:`geopeft.models.clay` reads this table; the cache keeps
+#: recording the ESA values as metadata.
+STUDY_WAVELENGTHS_UM: dict[str, float] = {
+    "COASTAL_AEROSOL": 0.443,
+    "BLUE": 0.493,
+    "GREEN": 0.56,
+    "RED": 0.665,
+    "RED_EDGE_1": 0.704,
+    "RED_EDGE_2": 0.74,
+    "RED_EDGE_3": 0.783,
+    "NIR_BROAD": 0.842,
+    "NIR_NARROW": 0.865,
+    "WATER_VAPOR": 0.94,
+    "CIRRUS": 1.375,
+    "SWIR_1": 1.61,
+    "SWIR_2": 2.19,
+}
+
 
 def select_indices(available: Sequence[str], wanted: Sequence[str], where: str) -> list[int]:
     """Positions of the ``wanted`` bands in ``available``, in the order of ``wanted``.

@@ -14,6 +14,9 @@ What :meth:`ReBEN7kSource.read_sample` returns, and so what the cache stores:
   bands of a patch share their upper-left corner, and for such aligned grids this equals the study's
   ``xarray.interp_like(method="nearest")`` (``join_reben_s2_bands.py``) exactly: the nearest coarse pixel centre of a
   fine pixel is always the one that covers it. Grids that are not aligned are an error;
+* the variants of the layout that circulate are read too: band files of any integer dtype (int16 as in torchgeo's
+  fixtures, for example) whose values fit the stored uint16 (a float dtype or a value outside 0 ... 65535 is an
+  error), and bands already on the 10 m grid (120x120 pixels of 10 m), which are taken as they are;
 * the reference map mapped to the 19 BEN classes (:mod:`geopeft.data.clc`; codes without a class become -1);
 * stored at the native 120 pixels; ``INFO.pad_to`` makes the cache reader pad image and mask to 128 on the right
   and bottom *after* augmentation (image by reflection, the same as torch ``F.pad(..., (0, 8, 0, 8), "reflect")``,
@@ -120,7 +123,8 @@ SPLIT_FILES: dict[str, str] = {
 PATCH_SIZE = 120
 S2_DIR = "BigEarthNet-S2"
 MAPS_DIR = "Reference_Maps"
-IMAGE_DTYPES = ("uint16",)
+#: The dtype the cache stores the bands in; a band file may hold any integer dtype whose values fit it.
+IMAGE_DTYPE = np.uint16
 MAP_DTYPES = ("uint16", "int16", "uint32", "int32")
 #: A BigEarthNet v2.0 Sentinel-2 patch id (the study's ``filename_regex`` without ``.tif``).
 ID_PATTERN = re.compile(
@@ -207,27 +211,45 @@ def parse_date(patch_id: str, where: str) -> str:
     return when.isoformat()
 
 
+def _band_factor(path: Path, src: Any, resolution: int) -> int:
+    """How many 10 m pixels one pixel of the open band ``src`` spans: ``resolution // 10``, or 1 when already at 10 m.
+
+    Raises:
+        DataError: the band is neither ``1200 / resolution`` pixels of ``resolution`` m nor 120 pixels of 10 m.
+    """
+    t = src.transform
+    for metres in dict.fromkeys((resolution, 10)):
+        side = PATCH_SIZE * 10 // metres
+        if (src.height, src.width) == (side, side) and np.allclose((t.a, -t.e, t.b, t.d), (metres, metres, 0, 0)):
+            return metres // 10
+    native = PATCH_SIZE * 10 // resolution
+    expected = f"{native}x{native} pixels of {resolution} m"
+    if resolution != 10:
+        expected += f" or, already on the 10 m grid, {PATCH_SIZE}x{PATCH_SIZE} pixels of 10 m"
+    raise DataError(
+        f"{path}: {src.height}x{src.width} pixels of {t.a:g}x{-t.e:g} m, expected {expected} "
+        f"(a {PATCH_SIZE * 10} m patch); {FIX}"
+    )
+
+
 def _read_band(path: Path, resolution: int, grid: Any) -> tuple[npt.NDArray[np.uint16], npt.NDArray[np.bool_]]:
     """One band on the 10 m grid of ``grid`` (B02's open raster) and its no-data pixels.
 
+    The band may be at its native ``resolution`` (upsampled here) or already at 10 m (taken as it is), in any integer
+    dtype whose values (no-data pixels aside) fit uint16.
+
     Raises:
-        DataError: not one band, not uint16, another resolution, size, CRS or upper-left corner than expected.
+        DataError: not one band, not an integer dtype, values outside uint16, another size or resolution than either
+            layout, another CRS or upper-left corner than B02.
     """
     with open_geotiff(path, FIX) as src:
         if src.count != 1:
             raise DataError(f"{path}: {src.count} bands, expected 1 (BigEarthNet stores one band per file); {FIX}")
-        if src.dtypes[0] not in IMAGE_DTYPES:
-            raise DataError(f"{path}: dtype {src.dtypes[0]}, expected uint16 L2A digital numbers; {FIX}")
-        side = PATCH_SIZE * 10 // resolution
-        t = src.transform
-        if (src.height, src.width) != (side, side) or not np.allclose(
-            (t.a, -t.e, t.b, t.d), (resolution, resolution, 0, 0)
-        ):
-            raise DataError(
-                f"{path}: {src.height}x{src.width} pixels of {t.a:g}x{-t.e:g} m, expected {side}x{side} pixels of "
-                f"{resolution} m (a {PATCH_SIZE * 10} m patch); {FIX}"
-            )
-        g = grid.transform
+        dtype = src.dtypes[0]
+        if np.dtype(dtype).kind not in "iu":
+            raise DataError(f"{path}: dtype {dtype}, expected integer L2A digital numbers (uint16); {FIX}")
+        factor = _band_factor(path, src, resolution)
+        t, g = src.transform, grid.transform
         if src.crs != grid.crs or not np.allclose((t.c, t.f), (g.c, g.f), rtol=0.0, atol=0.01):
             raise DataError(
                 f"{path}: grid ({src.crs}, upper-left corner {t.c:.2f}, {t.f:.2f}) is not aligned with {GRID_BAND}'s "
@@ -236,7 +258,14 @@ def _read_band(path: Path, resolution: int, grid: Any) -> tuple[npt.NDArray[np.u
         band = src.read(1)
         nodata = src.nodata
     fill = np.zeros(band.shape, dtype=bool) if nodata is None else band == nodata
-    factor = resolution // 10
+    values = band[~fill]
+    limits = np.iinfo(IMAGE_DTYPE)
+    if values.size and (int(values.min()) < limits.min or int(values.max()) > limits.max):
+        raise DataError(
+            f"{path}: {dtype} values {int(values.min())} ... {int(values.max())} do not fit uint16 "
+            f"({limits.min} ... {limits.max}), the L2A digital numbers the cache stores; {FIX}"
+        )
+    band = np.where(fill, 0, band).astype(IMAGE_DTYPE)
     if factor > 1:
         band = band.repeat(factor, axis=0).repeat(factor, axis=1)
         fill = fill.repeat(factor, axis=0).repeat(factor, axis=1)
@@ -292,7 +321,8 @@ class ReBEN7kSource:
         """Read one patch: 12 bands on the 10 m grid and the BEN-19 mask, at 120 px, date, lat/lon.
 
         Raises:
-            DataError: a file is missing or unreadable, a band has the wrong count, dtype, size, resolution or grid,
+            DataError: a file is missing or unreadable, a band has the wrong count, dtype, values, size, resolution or
+                grid,
                 the reference map has the wrong count, dtype or size, or holds a code outside the CLC table.
         """
         date = parse_date(sample_id, f"reben_7k sample {sample_id}")
@@ -302,7 +332,7 @@ class ReBEN7kSource:
             lat, lon = centre_lat_lon(grid)
             for suffix, _, resolution in BAND_FILES:
                 band, fill = _read_band(band_path(raw, sample_id, suffix), resolution, grid)
-                bands.append(np.where(fill, 0, band).astype(np.uint16))
+                bands.append(band)
                 ignored |= fill
         mask = _read_mask(reference_map_path(raw, sample_id))
         mask[ignored] = -1

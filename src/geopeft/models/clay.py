@@ -12,9 +12,10 @@ so :func:`checkpoint_filter_fn` only strips the prefix and drops the decoder/tea
 
 Choices where the spec leaves room (see also the function docstrings):
 
-* Wavelengths come from :data:`geopeft.data.bands.WAVELENGTHS_UM` (ESA values, e.g. BLUE 0.490), not the
-  peft-geofm table (BLUE 0.493); an unknown band is a :class:`ConfigError`, where the reference silently
-  uses 0.0. A ``waves`` metadata entry is not accepted: the bands fix the wavelengths.
+* Wavelengths come from :data:`geopeft.data.bands.STUDY_WAVELENGTHS_UM`, the peft-geofm table the study passes
+  (e.g. BLUE 0.493, RED_EDGE_1 0.704), not the ESA values the cache records (BLUE 0.490); an unknown band is a
+  :class:`ConfigError`, where the reference silently uses 0.0. A ``waves`` metadata entry is not accepted: the
+  bands fix the wavelengths.
 * The position grid is computed for the input's token grid at run time (any H×W, multiples of 8). The
   reference fixes a square ``img_size // 8`` grid and fails on other sizes; on that grid both agree.
 * ``gsd`` may be a float, a 0-d tensor or one value per sample (the reference takes the first sample's);
@@ -30,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from geopeft.data.bands import WAVELENGTHS_UM
+from geopeft.data.bands import STUDY_WAVELENGTHS_UM
 from geopeft.errors import ConfigError, WeightsError
 from geopeft.models.clay_embed import DynamicEmbedding, posemb_sincos_2d_with_gsd
 from geopeft.models.metadata import TL, clay_inputs
@@ -73,14 +74,17 @@ DEFAULT_GSD = 1.0
 
 
 def wavelengths_for(bands: Sequence[str]) -> list[float]:
-    """Central wavelengths (µm) of ``bands``; an unknown band raises a :class:`ConfigError` naming it."""
-    unknown = [b for b in bands if b not in WAVELENGTHS_UM]
+    """The study's central wavelengths (µm) of ``bands``; an unknown band raises a :class:`ConfigError` naming it.
+
+    The values are peft-geofm's (:data:`~geopeft.data.bands.STUDY_WAVELENGTHS_UM`), read at call time.
+    """
+    unknown = [b for b in bands if b not in STUDY_WAVELENGTHS_UM]
     if unknown:
         raise ConfigError(
             f"Clay needs the central wavelength of every band; unknown band(s) {', '.join(map(repr, unknown))}; "
-            f"known: {', '.join(WAVELENGTHS_UM)}"
+            f"known: {', '.join(STUDY_WAVELENGTHS_UM)}"
         )
-    return [WAVELENGTHS_UM[b] for b in bands]
+    return [STUDY_WAVELENGTHS_UM[b] for b in bands]
 
 
 class Attention(nn.Module):

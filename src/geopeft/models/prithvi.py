@@ -9,8 +9,9 @@ the final ``norm``, as TerraTorch's ``forward_features``.
 The "TL" variants add a :class:`TemporalEncoder` (``temporal_embed_enc``) and a :class:`LocationEncoder`
 (``location_embed_enc``), architectures.md §1.3: 1-D sin-cos encodings of the raw year and day of year
 (``D/2`` each) and of latitude and longitude in degrees (``D/2`` each), times a learnable ``scale``
-initialised to 0.1, added to the patch tokens only (not CLS), after the position embedding, and only when
-the coordinates are passed. Like TerraTorch they are computed in float32 (the coordinates' dtype there).
+initialised to 0.1, added to the patch tokens only (not CLS), after the position embedding and one after the
+other (temporal, then location, TerraTorch's order), and only when the coordinates are passed. Like TerraTorch
+they are computed in float32 (the coordinates' dtype there).
 Unlike TerraTorch, the frame count of the temporal encoding is the input's, not the built ``num_frames``,
 and coordinates given to a model without the encoders raise instead of being ignored.
 """
@@ -235,35 +236,37 @@ class PrithviViT(nn.Module):
             )
         return x
 
-    def _coords_encoding(
+    def _add_coords(
         self, tokens: Tensor, frames: int, temporal_coords: Tensor | None, location_coords: Tensor | None
-    ) -> Tensor | None:
-        """The sum of the TL encodings to add to the patch ``tokens`` ``[B, T·h·w, D]``, or ``None``."""
+    ) -> Tensor:
+        """The patch ``tokens`` ``[B, T·h·w, D]`` plus the TL encodings given, added one after the other.
+
+        The temporal encoding is added first, then the location encoding, each to the running sum, as TerraTorch's
+        ``PrithviViT.forward_features`` does (adding their sum instead rounds differently).
+        """
         if not self.coords_encoding:
             if temporal_coords is not None or location_coords is not None:
                 raise ConfigError(
                     "PrithviViT: temporal_coords/location_coords given to a model without the TL encoders; "
                     "use a *_tl backbone or drop the coordinates"
                 )
-            return None
+            return tokens
         batch = tokens.shape[0]
-        total: Tensor | None = None
         if temporal_coords is not None:
             if temporal_coords.shape != (batch, frames, 2):
                 raise ConfigError(
                     f"PrithviViT: temporal_coords must have shape ({batch}, {frames}, 2) = (year, day of year) "
                     f"per frame, got {tuple(temporal_coords.shape)}"
                 )
-            total = self.temporal_embed_enc(temporal_coords.to(tokens.device), tokens.shape[1] // frames)
+            tokens = tokens + self.temporal_embed_enc(temporal_coords.to(tokens.device), tokens.shape[1] // frames)
         if location_coords is not None:
             if location_coords.shape != (batch, 2):
                 raise ConfigError(
                     f"PrithviViT: location_coords must have shape ({batch}, 2) = (lat, lon), "
                     f"got {tuple(location_coords.shape)}"
                 )
-            location = self.location_embed_enc(location_coords.to(tokens.device))
-            total = location if total is None else total + location
-        return total
+            tokens = tokens + self.location_embed_enc(location_coords.to(tokens.device))
+        return tokens
 
     def embed(
         self, x: Tensor, temporal_coords: Tensor | None = None, location_coords: Tensor | None = None
@@ -279,9 +282,7 @@ class PrithviViT(nn.Module):
         new_grid = (t, h // self.patch_size, w // self.patch_size)
         pos_embed = interpolate_pos_embed(self.pos_embed, self.grid_size, new_grid)
         tokens = self.patch_embed(x) + pos_embed[:, 1:, :]
-        coords = self._coords_encoding(tokens, t, temporal_coords, location_coords)
-        if coords is not None:
-            tokens = tokens + coords
+        tokens = self._add_coords(tokens, t, temporal_coords, location_coords)
         cls_tokens = (self.cls_token + pos_embed[:, :1, :]).expand(tokens.shape[0], -1, -1)
         return tokens, cls_tokens
 

@@ -12,6 +12,11 @@ dry vegetation, built-up, water and sand spectra), every CLC code the spectrum o
 class (roads, bare rock, 999 ...) spectra of their own. A patch holds three to six smooth land-cover regions, and
 about half of the patches also a smaller region whose code maps to -1. The 20 m and 60 m bands are block means of
 the 10 m field, as a coarser sensor would see it. The same seed gives the same files.
+
+Two options write the variants of the layout that circulate, with the same digital numbers: ``band_dtype="int16"``
+(signed band files, as torchgeo's BigEarthNet v2 fixtures) and ``bands_at_10m=True`` (every band already on the 10 m
+grid, 120x120 pixels, each coarse pixel repeated over the 10 m pixels it covers). The reader turns either into the
+samples of the standard layout.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from geopeft.data.clc import CLC_TO_BEN19, UNLABELLED_CODES
 from geopeft.data.synthetic.fields import first_ids, sample_rng, smooth_field, write_split_files
 from geopeft.data.synthetic.mgrs import SQUARE, mgrs_square
 from geopeft.data.synthetic.registry import register_synthetic
-from geopeft.errors import ConfigError
+from geopeft.errors import ConfigError, unknown_choice
 
 DEFAULT_COUNTS: Mapping[str, int] = {"train": 16, "val": 6, "test": 6, "ood": 4, "austria": 4, "ireland": 4}
 PATCH_METRES = rb.PATCH_SIZE * 10.0
@@ -90,6 +95,8 @@ UNLABELLED_MIXES: dict[int, dict[str, float]] = {
 NOISE = 0.004
 BRIGHTNESS = 0.02
 DN_PER_REFLECTANCE = 10_000  # L2A DN of reflectance 1 (0 is no data in L2A, so values start at 1)
+#: Dtypes the band files can be written in (``band_dtype``); every value written fits both.
+BAND_DTYPES = ("uint16", "int16")
 
 
 def _spectrum(mix: Mapping[str, float]) -> npt.NDArray[np.float64]:
@@ -143,18 +150,28 @@ def _tile_corner(patch_id: str) -> tuple[CRS, float, float]:
     return crs, west, top
 
 
-def _write(path: Path, data: npt.NDArray[np.uint16], crs: CRS, west: float, top: float, resolution: float) -> None:
+def _write(path: Path, data: npt.NDArray[np.integer], crs: CRS, west: float, top: float, resolution: float) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     transform = Affine(resolution, 0.0, west, 0.0, -resolution, top)
     side = data.shape[0]
     with rasterio.open(
-        path, "w", driver="GTiff", height=side, width=side, count=1, dtype="uint16", crs=crs, transform=transform
+        path, "w", driver="GTiff", height=side, width=side, count=1, dtype=data.dtype, crs=crs, transform=transform
     ) as dst:
         dst.write(data[None])
 
 
-def write_patch(raw: Path, patch_id: str, seed: int) -> None:
-    """Write the 12 band files and the reference map of one patch under the raw root ``raw``."""
+def write_patch(
+    raw: Path, patch_id: str, seed: int, *, band_dtype: str = "uint16", bands_at_10m: bool = False
+) -> None:
+    """Write the 12 band files and the reference map of one patch under the raw root ``raw``.
+
+    Args:
+        raw: the raw root.
+        patch_id: the BigEarthNet v2.0 S2 patch id.
+        seed: random seed.
+        band_dtype: dtype of the band files (:data:`BAND_DTYPES`); the digital numbers are the same in both.
+        bands_at_10m: write every band on the 10 m grid (coarse pixels repeated) instead of at its own resolution.
+    """
     rng = sample_rng(seed, patch_id)
     crs, west, top = _tile_corner(patch_id)
     reflectance, code_map = _patch(rng)
@@ -162,14 +179,22 @@ def write_patch(raw: Path, patch_id: str, seed: int) -> None:
     for band, (suffix, _, resolution) in zip(reflectance, rb.BAND_FILES, strict=True):
         f = resolution // 10
         coarse = band.reshape(size // f, f, size // f, f).mean(axis=(1, 3))
-        dn = np.clip(np.rint(coarse * DN_PER_REFLECTANCE), 1, DN_PER_REFLECTANCE).astype(np.uint16)
+        dn = np.clip(np.rint(coarse * DN_PER_REFLECTANCE), 1, DN_PER_REFLECTANCE).astype(band_dtype)
+        if bands_at_10m:
+            dn, resolution = dn.repeat(f, axis=0).repeat(f, axis=1), 10
         _write(rb.band_path(raw, patch_id, suffix), dn, crs, west, top, float(resolution))
     _write(rb.reference_map_path(raw, patch_id), code_map, crs, west, top, 10.0)
 
 
 @register_synthetic("reben_7k")
 def write_reben_7k(
-    root: str | Path, *, counts: Mapping[str, int] | None = None, size: int = rb.PATCH_SIZE, seed: int = 0
+    root: str | Path,
+    *,
+    counts: Mapping[str, int] | None = None,
+    size: int = rb.PATCH_SIZE,
+    seed: int = 0,
+    band_dtype: str = "uint16",
+    bands_at_10m: bool = False,
 ) -> Path:
     """Write a small synthetic reBEN 7k in the BigEarthNet v2.0 layout under ``root``.
 
@@ -183,13 +208,15 @@ def write_reben_7k(
             take the default.
         size: patch height and width in pixels; BigEarthNet patches are always 120, the only accepted value.
         seed: random seed; the same seed writes the same pixels.
+        band_dtype: ``uint16`` (BigEarthNet v2.0 as released) or ``int16`` (the same values in signed files).
+        bands_at_10m: write the 20 m and 60 m bands already on the 10 m grid (120x120), as torchgeo's fixtures.
 
     Returns:
         The folder of the trimmed split files (``root/splits``), to pass to ``prepare`` as ``splits_dir``.
 
     Raises:
-        ConfigError: an unknown split, a count below 1 or above the official split's size, or ``size`` other
-            than 120.
+        ConfigError: an unknown split, a count below 1 or above the official split's size, ``size`` other
+            than 120, or a ``band_dtype`` outside :data:`BAND_DTYPES`.
     """
     root = Path(root)
     merged = {**DEFAULT_COUNTS, **(counts or {})}
@@ -198,7 +225,9 @@ def write_reben_7k(
             f"write_reben_7k: size must be {rb.PATCH_SIZE}, got {size}; BigEarthNet patches are {rb.PATCH_SIZE}x"
             f"{rb.PATCH_SIZE} pixels at 10 m, and the reader checks that size and pads it to {rb.INFO.pad_to}"
         )
+    if band_dtype not in BAND_DTYPES:
+        raise unknown_choice("write_reben_7k band_dtype", band_dtype, BAND_DTYPES)
     chosen = first_ids("write_reben_7k", rb.SPLIT_FILES, rb.ReBEN7kSource.default_splits_dir, merged)
     for patch_id in dict.fromkeys(i for ids in chosen.values() for i in ids):
-        write_patch(root, patch_id, seed)
+        write_patch(root, patch_id, seed, band_dtype=band_dtype, bands_at_10m=bands_at_10m)
     return write_split_files(root / "splits", chosen)
