@@ -179,8 +179,8 @@ class CacheDataset(Dataset[dict[str, Any]]):
         x = torch.from_numpy(raw)
         if not self._identity:
             x = x.index_select(0, self._gather)  # on the stored dtype: half the bytes of float32
-        torch.from_numpy(image).copy_(d4_tensor(x, k, dims=(1, 2)))
-        torch.from_numpy(mask).copy_(d4_tensor(torch.from_numpy(raw_mask), k, dims=(0, 1)))
+        d4_into(x, k, torch.from_numpy(image))
+        d4_into(torch.from_numpy(raw_mask), k, torch.from_numpy(mask))
 
     def read_batch(self, indices: Sequence[int]) -> dict[str, Any]:
         """Samples ``indices`` as one batch, each augmented as ``ds[i]`` is.
@@ -230,17 +230,38 @@ class CacheDataset(Dataset[dict[str, Any]]):
         self._file, self._arrays = None, None
 
 
-def d4_tensor(x: torch.Tensor, k: int, dims: tuple[int, int]) -> torch.Tensor:
-    """Element ``k`` of D4 on the plane ``dims`` of ``x``, as :func:`geopeft.data.transforms.d4` defines it.
+#: Each D4 element of :func:`geopeft.data.transforms.d4` as (flip rows, flip columns, then transpose): the order in
+#: which torch applies it with one strided read for the transposes (tested against ``d4`` for all eight).
+D4_PARTS: dict[int, tuple[bool, bool, bool]] = {
+    0: (False, False, False),
+    1: (False, True, True),
+    2: (True, True, False),
+    3: (True, False, True),
+    4: (False, True, False),
+    5: (True, True, True),
+    6: (True, False, False),
+    7: (False, False, True),
+}
 
-    ``k % 4`` quarter turns counter-clockwise, then a flip of the last of ``dims`` when ``k >= 4``. Torch kernels:
-    the transposing copy of an odd turn runs about twice as fast as numpy's on int16 (``bench/cache_read.py``).
+
+def d4_into(x: torch.Tensor, k: int, out: torch.Tensor) -> None:
+    """Write element ``k`` of D4 of ``x`` (``[C, H, W]`` or ``[H, W]``, square) into ``out``, as ``d4`` defines it.
+
+    Flips first (contiguous reads), then the transpose of an odd element plane by plane, where torch's 2-D transposing
+    copy runs about twice as fast as numpy's ``rot90`` copy on int16 (``bench/cache_read.py`` prints each element's
+    cost).
     """
-    if k % 4:
-        x = torch.rot90(x, k % 4, dims)
-    if k >= 4:
-        x = x.flip(dims[1])
-    return x
+    flip_rows, flip_cols, transpose = D4_PARTS[k]
+    h, w = x.ndim - 2, x.ndim - 1
+    dims = [d for d, flip in ((h, flip_rows), (w, flip_cols)) if flip]
+    y = x.flip(dims) if dims else x
+    if not transpose:
+        out.copy_(y)
+    elif x.ndim == 2:
+        out.copy_(y.t())
+    else:
+        for c in range(x.shape[0]):
+            out[c].copy_(y[c].t())
 
 
 def open_split(

@@ -60,10 +60,10 @@ class BatchPreprocess:
                 f"got shape {tuple(raw.shape)}"
             )
         mean, std = self._stats(raw.device)
-        x = raw.to(torch.float32)
+        x = raw.to(torch.float32, copy=True)  # one new float32 tensor; then in place (the same float32 operations)
         if self.scale != 1.0:
-            x = x * self.scale
-        x = (x - mean) / std
+            x.mul_(self.scale)
+        x.sub_(mean).div_(std)
         dh, dw = self._padding(x)
         return F.pad(x, (0, dw, 0, dh), mode="reflect") if dh or dw else x
 
