@@ -60,6 +60,8 @@ def main() -> None:
             env = RunEnv(str(root / "cache"), num_workers=workers, threads=args.threads, device=args.device)
             paths = SweepPaths(root / f"workers-{workers}").cell(spec.cell_id)
             result = run_cell(spec, env, paths, log=lambda _: None)
+            if result is None:
+                raise SystemExit(f"{paths.dir} is owned by another process")
             rows.append((workers, result.train.data_wait_fraction, result.train.samples_per_s, result.train.device))
     device = rows[0][3]
     print(

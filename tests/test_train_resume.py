@@ -52,11 +52,24 @@ def reference(env, tmp_path_factory):
     return paths
 
 
+TIMING = ("epoch_s", "samples", "partial")  # of the attempt that trained the epoch, not of the training
+
+
 def same_run(paths, reference):
+    """The resumed cell ends with the uninterrupted one's metrics, and its log holds each epoch once."""
     got, want = read_json(paths.result), read_json(reference.result)
     assert got["regions"] == want["regions"]
     assert got["train"]["best_epoch"] == want["train"]["best_epoch"]
-    assert read_jsonl(paths.metrics_log)[-3:] == read_jsonl(reference.metrics_log)
+    assert got["train"]["epochs_run"] == want["train"]["epochs_run"] == 3
+    log, ref = read_jsonl(paths.metrics_log), read_jsonl(reference.metrics_log)
+    assert [r["epoch"] for r in log] == [1, 2, 3]
+    assert [{k: v for k, v in r.items() if k not in TIMING} for r in log] == [
+        {k: v for k, v in r.items() if k not in TIMING} for r in ref
+    ]
+    # every attempt's time counts: the sum of the attempts, each of them positive
+    times = got["train"]["attempt_times_s"]
+    assert len(times) == 2 and all(t > 0 for t in times) and got["train"]["wall_time_s"] == pytest.approx(sum(times))
+    assert got["train"]["time_per_epoch_s"] > 0 and got["train"]["samples_per_s"] > 0
 
 
 def test_sigusr2_mid_epoch_checkpoints_then_resumes_to_the_same_metrics(env, reference, tmp_path, monkeypatch):
@@ -95,9 +108,12 @@ def test_sigkill_mid_epoch_resumes_from_the_last_epoch_to_the_same_metrics(env, 
     )
     assert killed.returncode == -9, killed.stderr.decode()[-2000:]
     assert checkpoint.load(paths.last_ckpt)["epoch"] == 2 and not paths.result.exists()
+    epochs_s = [r["epoch_s"] for r in read_jsonl(paths.metrics_log)]
     run_cell(SPEC, env, paths, log=lambda _: None)
     same_run(paths, reference)
     assert read_json(paths.result)["train"]["resumed_from_epoch"] == 2
+    # the killed attempt has no end line: its time runs to the heartbeat of its last finished epoch
+    assert read_json(paths.result)["train"]["attempt_times_s"][0] >= sum(epochs_s)
 
 
 def test_out_of_memory_retries_with_half_the_micro_batch(env, reference, tmp_path, monkeypatch):

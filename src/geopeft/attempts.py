@@ -1,7 +1,8 @@
 """The attempt log of a cell: one JSON line when an attempt starts and one when it ends.
 
 A start line without an end line is an attempt still running, or one killed without warning
-(SIGKILL, node failure); ``hpc.status`` tells them apart by the recorded host and pid.
+(SIGKILL, node failure); ``hpc.status`` tells them apart by the recorded host and pid. A process that found the
+cell already owned by a live one (:mod:`geopeft.lease`) writes one ``skipped`` line and starts no attempt.
 """
 
 from __future__ import annotations
@@ -53,6 +54,21 @@ def start_attempt(paths: CellPaths) -> int:
         },
     )
     return number
+
+
+def skip_attempt(paths: CellPaths, holder: str) -> None:
+    """Append the line of a starter that left the cell to its live owner (``holder`` describes the owner)."""
+    append_jsonl(
+        paths.attempts,
+        {
+            "event": "skipped",
+            "time": time.time(),
+            "reason": f"already running ({holder})",
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            **scheduler_ids(),
+        },
+    )
 
 
 def end_attempt(paths: CellPaths, number: int, status: str, reason: str = "") -> None:

@@ -15,12 +15,13 @@ from collections.abc import Callable
 
 import torch
 
-from geopeft.attempts import end_attempt, start_attempt
+from geopeft.attempts import end_attempt, skip_attempt, start_attempt
 from geopeft.cache.reader import open_split
 from geopeft.data.normalisation import resolve as resolve_normalisation
 from geopeft.data.registry import get_dataset
 from geopeft.errors import CacheError, CellFailed, ConfigError, DataError, GeopeftError
 from geopeft.io import atomic_write_json, read_json
+from geopeft.lease import Lease, attempt_times, held
 from geopeft.models.build import build_segmentor, resolve_bands
 from geopeft.models.pretrained import describe_weights
 from geopeft.paths import CellPaths
@@ -28,7 +29,7 @@ from geopeft.provenance import provenance
 from geopeft.result import CellResult, RegionMetrics, TrainSummary, failure_record
 from geopeft.spec import CellSpec, RunEnv
 from geopeft.train import checkpoint, precision
-from geopeft.train.distributed import DistEnv, process_group
+from geopeft.train.distributed import DistEnv, any_rank, process_group
 from geopeft.train.engine import FitData, evaluate, fit
 from geopeft.train.faults import requeue
 from geopeft.train.loaders import eval_loader, pin_memory
@@ -45,8 +46,8 @@ def _log(message: str) -> None:
     print(message, flush=True)
 
 
-def run_cell(spec: CellSpec, env: RunEnv, paths: CellPaths, *, log: Log = _log) -> CellResult:
-    """Train and test one cell, or return its existing result.
+def run_cell(spec: CellSpec, env: RunEnv, paths: CellPaths, *, log: Log = _log) -> CellResult | None:
+    """Train and test one cell, or return its existing result; ``None`` when another process owns the cell.
 
     Args:
         spec: what to train.
@@ -56,7 +57,10 @@ def run_cell(spec: CellSpec, env: RunEnv, paths: CellPaths, *, log: Log = _log) 
 
     Every rank of a multi-process launch (torchrun, or srun with one task per GPU) calls it; the ranks come from
     the environment (:class:`~geopeft.train.distributed.DistEnv`), all of them train and test, and only rank 0
-    logs and writes files. A preempted cell (SIGUSR2) is requeued under SLURM after its records are written.
+    logs and writes files. Rank 0 first takes the cell's lease (:mod:`geopeft.lease`): when a live process already
+    holds it, rank 0 writes one ``skipped`` line to ``attempts.jsonl``, every rank returns ``None`` and nothing else
+    is touched. A preempted cell (SIGUSR2) is requeued under SLURM after its records are written; the lease is
+    released only after every record of the attempt is written.
 
     Raises:
         CellFailed: (or the original exception) after ``failed.json`` was written.
@@ -69,36 +73,42 @@ def run_cell(spec: CellSpec, env: RunEnv, paths: CellPaths, *, log: Log = _log) 
     if paths.result.exists():
         log(f"{spec.slug} [{spec.cell_id}]: already done, {paths.result}")
         return CellResult.from_dict(read_json(paths.result), str(paths.result))
-    attempt = AttemptCounter(start_attempt(paths) if ranks.is_main else 0)
-    log(f"{spec.slug} [{spec.cell_id}]: attempt {attempt.number} in {paths.dir} ({ranks.world_size} rank(s))")
+    lease: Lease | None = None
+    attempt = AttemptCounter(0)
+    if ranks.is_main:
+        taken = Lease.acquire(paths)
+        if isinstance(taken, Lease):
+            lease = taken
+            attempt = AttemptCounter(start_attempt(paths), lease)
+            lease.update(attempt=attempt.number)
+        else:
+            skip_attempt(paths, taken.describe())
+            log(f"{spec.slug} [{spec.cell_id}]: already running ({taken.describe()}); leaving it to that process")
+    with held(lease):
+        return _attempt(spec, env, paths, log, ranks, lease, attempt)
+
+
+def _attempt(
+    spec: CellSpec,
+    env: RunEnv,
+    paths: CellPaths,
+    log: Log,
+    ranks: DistEnv,
+    lease: Lease | None,
+    attempt: AttemptCounter,
+) -> CellResult | None:
+    """The attempt of :func:`run_cell` while rank 0 holds the lease (or learns, with every rank, that it does not)."""
     try:
         device = ranks.device(resolve_device(env.device).type)
         with process_group(ranks, device, always=spec.train.strategy.startswith("deepspeed")):
+            if any_rank([ranks.is_main and lease is None])[0]:
+                return None  # another process owns the cell; rank 0 wrote the skipped line
+            log(f"{spec.slug} [{spec.cell_id}]: attempt {attempt.number} in {paths.dir} ({ranks.world_size} rank(s))")
             with precision.matmul_precision(spec.train.matmul_precision):
-                result = _train_and_test(spec, env, paths, log, ranks, attempt)
+                result = _train_and_test(spec, env, paths, log, ranks, attempt, lease)
     except BaseException as exc:
-        reason = classify(exc)
-        if not ranks.is_main:
-            raise
-        record = failure_record(
-            spec.cell_id,
-            spec.slug,
-            reason,
-            f"{type(exc).__name__}: {exc}",
-            "".join(traceback.format_exception(exc)[-12:]),
-            attempt.number,
-            {"time": time.time()},
-        )
-        atomic_write_json(paths.failed, record)
-        end_attempt(paths, attempt.number, "canceled" if reason == "canceled" else "failed", reason)
-        if reason == "preempted":
-            try:
-                job = requeue()
-            except CellFailed as refused:  # failed.json says why the cell stays failed instead of requeued
-                atomic_write_json(paths.failed, {**record, "error": f"{record['error']}; {refused}"})
-                raise refused from exc
-            if job:
-                log(f"{spec.slug} [{spec.cell_id}]: preempted; requeued SLURM job {job}")
+        if ranks.is_main and lease is not None:
+            _record_failure(spec, paths, log, exc, attempt.number)
         raise
     if ranks.is_main:
         atomic_write_json(paths.result, result.to_dict())
@@ -106,6 +116,38 @@ def run_cell(spec: CellSpec, env: RunEnv, paths: CellPaths, *, log: Log = _log) 
         end_attempt(paths, attempt.number, "success")
     log(f"{spec.slug} [{spec.cell_id}]: done, {paths.result}")
     return result
+
+
+def _record_failure(spec: CellSpec, paths: CellPaths, log: Log, exc: BaseException, number: int) -> None:
+    """Rank 0's records of a failed attempt: ``failed.json`` and the end line; a requeue after a preemption.
+
+    A superseded attempt (its lease was taken over) writes only its end line: the cell belongs to the new owner.
+
+    Raises:
+        CellFailed: SLURM refused the requeue of a preempted cell (``failed.json`` says so).
+    """
+    reason = classify(exc)
+    end_attempt(paths, number, "canceled" if reason == "canceled" else "failed", reason)
+    if reason == "superseded":
+        return
+    record = failure_record(
+        spec.cell_id,
+        spec.slug,
+        reason,
+        f"{type(exc).__name__}: {exc}",
+        "".join(traceback.format_exception(exc)[-12:]),
+        number,
+        {"time": time.time()},
+    )
+    atomic_write_json(paths.failed, record)
+    if reason == "preempted":
+        try:
+            job = requeue()
+        except CellFailed as refused:  # failed.json says why the cell stays failed instead of requeued
+            atomic_write_json(paths.failed, {**record, "error": f"{record['error']}; {refused}"})
+            raise refused from exc
+        if job:
+            log(f"{spec.slug} [{spec.cell_id}]: preempted; requeued SLURM job {job}")
 
 
 def _silent(message: str) -> None:
@@ -160,9 +202,14 @@ def _device_name(device: torch.device) -> str:
 
 
 def _train_and_test(
-    spec: CellSpec, env: RunEnv, paths: CellPaths, log: Log, ranks: DistEnv, attempt: AttemptCounter
+    spec: CellSpec,
+    env: RunEnv,
+    paths: CellPaths,
+    log: Log,
+    ranks: DistEnv,
+    attempt: AttemptCounter,
+    lease: Lease | None,
 ) -> CellResult:
-    started = time.time()
     if env.threads:
         torch.set_num_threads(env.threads)
     device = ranks.device(resolve_device(env.device).type)
@@ -207,7 +254,10 @@ def _train_and_test(
     model.to(device)
     log(f"{spec.slug}: {report.trainable:,} of {report.total:,} parameters trainable ({100 * report.fraction:.2f} %)")
 
-    data = FitData(train_ds, splits[info.val_split], prep, env.num_workers)
+    # rank 0 checks at every step that its generation of the lease is still the newest (one directory listing)
+    owner_lost = (lambda: not lease.owned()) if lease is not None else (lambda: False)
+    beat = lease.update if lease is not None else (lambda: None)
+    data = FitData(train_ds, splits[info.val_split], prep, env.num_workers, owner_lost, beat)
     outcome = retry_oom(
         lambda layout: fit(
             model,
@@ -246,6 +296,7 @@ def _train_and_test(
             raise CellFailed(f"{spec.slug}: evaluated {metrics.n} samples of {region}, expected {len(ds)}")
         regions[region] = metrics
         log(f"{spec.slug}: {region} mIoU {100 * metrics.miou:.2f} (n={metrics.n})")
+    times = attempt_times(paths, now=time.time()) if ranks.is_main else []  # every attempt, this one to now
     return CellResult(
         cell_id=spec.cell_id,
         slug=spec.slug,
@@ -254,7 +305,8 @@ def _train_and_test(
         train=TrainSummary(
             best_epoch=outcome.best_epoch,
             epochs_run=outcome.epochs_run,
-            wall_time_s=time.time() - started,
+            wall_time_s=sum(times),
+            attempt_times_s=tuple(times),
             time_per_epoch_s=outcome.time_per_epoch_s,
             samples_per_s=outcome.samples_per_s,
             peak_memory_mb=_peak_memory_mb(device),

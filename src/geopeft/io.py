@@ -73,6 +73,11 @@ def append_jsonl(path: str | os.PathLike[str], record: dict[str, Any]) -> None:
         os.close(fd)
 
 
+def write_jsonl(path: str | os.PathLike[str], records: list[dict[str, Any]]) -> None:
+    """Replace a JSONL file with ``records``, atomically (fsynced, then renamed over it)."""
+    atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
+
+
 def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """Read a JSONL file; a torn last line (a writer killed mid-write) is skipped, others must parse."""
     p = Path(path)

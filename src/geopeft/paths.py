@@ -7,7 +7,7 @@
     <root>/.lock                    held while a sweep or rerun submits
     <root>/submitit/%j/             submitit's own pickles and logs
     <root>/tables/                  collected results, LaTeX tables
-    <root>/cells/<cell_id>/spec.json, attempts.jsonl, progress.json, metrics.jsonl,
+    <root>/cells/<cell_id>/spec.json, attempts.jsonl, progress.json, metrics.jsonl, lease/<generation>.json,
                            ckpt/{best,last}.pt, result.json | failed.json
 """
 
@@ -88,6 +88,11 @@ class CellPaths:
     def progress(self) -> Path:
         """Heartbeat rewritten every epoch (epoch, time)."""
         return self.dir / "progress.json"
+
+    @property
+    def lease_dir(self) -> Path:
+        """The cell's lease generations (:mod:`geopeft.lease`): one live owner at a time."""
+        return self.dir / "lease"
 
     @property
     def metrics_log(self) -> Path:

@@ -46,7 +46,7 @@ class TrainSummary:
     Args:
         best_epoch: epoch (1-based) of the best validation loss.
         epochs_run: epochs trained (early stopping may end before max_epochs).
-        wall_time_s: seconds from the cell's start to its result.
+        wall_time_s: seconds the cell's attempts ran, summed (the sum of ``attempt_times_s``).
         time_per_epoch_s: mean seconds per training epoch (validation included).
         samples_per_s: training samples per second.
         peak_memory_mb: peak accelerator memory (peak RSS on CPU).
@@ -55,6 +55,8 @@ class TrainSummary:
         data_wait_fraction: share of the training steps' time spent waiting for the next batch of the loader
             (0 = the accelerator never waited for data).
         resumed_from_epoch: epoch a resumed attempt started after (0 = fresh).
+        attempt_times_s: seconds each attempt ran, in attempt order (one killed without warning: to its last
+            lease heartbeat, see :func:`geopeft.lease.attempt_times`).
     """
 
     best_epoch: int
@@ -67,6 +69,7 @@ class TrainSummary:
     world_size: int
     data_wait_fraction: float
     resumed_from_epoch: int = 0
+    attempt_times_s: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -112,7 +115,7 @@ class CellResult:
                 slug=d["slug"],
                 spec=d["spec"],
                 regions=regions,
-                train=TrainSummary(**d["train"]),
+                train=TrainSummary(**{**d["train"], "attempt_times_s": tuple(d["train"].get("attempt_times_s", ()))}),
                 params=d["params"],
                 provenance=d["provenance"],
                 cache_keys=d.get("cache_keys", {}),

@@ -6,6 +6,10 @@ at), so a killed, preempted or requeued cell resumes where it stopped and ends w
 run. Both are written by rank 0 only, in a form that does not depend on the world size or the strategy
 (:mod:`geopeft.train.strategy`). The data order and augmentation are functions of (seed, epoch, sample)
 (:mod:`geopeft.train.loaders`), and the RNG states are saved, so resuming needs no replay of skipped batches.
+
+``last.pt`` also keeps the per-epoch records (the history); a resumed cell rewrites ``metrics.jsonl`` from it, so the
+log holds every epoch exactly once whatever was cut off. Epoch times and rates are computed from the history, over
+every attempt.
 """
 
 from __future__ import annotations
@@ -22,13 +26,13 @@ from torch import nn
 
 from geopeft.cache.reader import CacheDataset
 from geopeft.errors import CellFailed
-from geopeft.io import append_jsonl, atomic_write_json, read_json
+from geopeft.io import append_jsonl, atomic_write_json, read_json, write_jsonl
 from geopeft.paths import CellPaths
 from geopeft.spec import TrainSpec
 from geopeft.train import checkpoint, faults
 from geopeft.train.distributed import all_reduce_sum, any_rank, barrier
 from geopeft.train.loaders import TrainLoader, eval_loader, pin_memory
-from geopeft.train.loop import evaluate, nan_failure, segmentation_loss, train_epoch
+from geopeft.train.loop import evaluate, nan_failure, segmentation_loss, superseded, train_epoch
 from geopeft.train.preprocess import BatchPreprocess
 from geopeft.train.sampling import BatchLayout
 from geopeft.train.strategy import Strategy, make_strategy
@@ -91,12 +95,18 @@ class FitData:
         val: the validation split.
         prep: the batch preprocessing on the device (scale, normalisation, padding).
         num_workers: DataLoader workers per rank.
+        owner_lost: True once this process no longer owns the cell (its lease was taken over); the ranks then stop
+            at the next step without writing anything more.
+        on_epoch_end: rank 0's hook after each epoch's records are written (the cell refreshes its lease's
+            heartbeat, which dates the end of an attempt killed without warning).
     """
 
     train: CacheDataset
     val: CacheDataset
     prep: BatchPreprocess
     num_workers: int = 0
+    owner_lost: Callable[[], bool] = lambda: False
+    on_epoch_end: Callable[[], None] = lambda: None
 
 
 @dataclass(frozen=True)
@@ -112,7 +122,12 @@ class _Resume:
 
 
 def _restore(
-    state: dict[str, Any], strategy: Strategy, scheduler: Any, stopper: EarlyStopping, is_main: bool
+    state: dict[str, Any],
+    strategy: Strategy,
+    scheduler: Any,
+    stopper: EarlyStopping,
+    is_main: bool,
+    history: list[dict[str, Any]],
 ) -> _Resume:
     strategy.load_optimizer_state(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
@@ -120,6 +135,7 @@ def _restore(
     checkpoint.set_rng_state(state["rng"])
     loss_sum, seen = state.get("partial", (0.0, 0)) if is_main else (0.0, 0)  # rank 0 carries the sums
     wait_s, step_s = state.get("data_wait", (0.0, 0.0)) if is_main else (0.0, 0.0)
+    history[:] = state.get("history", [])
     return _Resume(
         int(state["epoch"]), int(state.get("step", 0)), float(loss_sum), int(seen), float(wait_s), float(step_s)
     )
@@ -167,9 +183,12 @@ def fit(
         strategy.optimizer, patience=spec.lr_patience, factor=spec.lr_factor
     )
     stopper = EarlyStopping(spec.patience)
-    at = _Resume() if state is None else _restore(state, strategy, scheduler, stopper, is_main)
+    history: list[dict[str, Any]] = []  # one record per finished epoch, every attempt's
+    at = _Resume() if state is None else _restore(state, strategy, scheduler, stopper, is_main, history)
     if state is not None:
         log(f"resuming at epoch {at.epoch + 1}, step {at.step} from {paths.last_ckpt}")
+    if is_main:
+        write_jsonl(paths.metrics_log, history)  # the epochs the checkpoint holds, each once
     del state
     pin = pin_memory(device)
     train = TrainLoader(data.train, layout, rank, seed, data.num_workers, pin)
@@ -181,6 +200,7 @@ def fit(
             "step": resume.step,
             "partial": (resume.loss_sum, resume.seen),
             "data_wait": (resume.wait_s, resume.step_s),
+            "history": history,
             "model": model.state_dict(),
             "optimizer": strategy.optimizer_state(),  # a collective under ZeRO: every rank builds it
             "scheduler": scheduler.state_dict(),
@@ -190,7 +210,7 @@ def fit(
         if is_main:
             checkpoint.save(paths.last_ckpt, payload)
 
-    resumed_from, train_time, samples = at.epoch, 0.0, 0
+    resumed_from = at.epoch
     with faults.Preemption() as preemption, contextlib.closing(strategy):
         while at.epoch < spec.max_epochs and not stopper.should_stop:
             epoch, started = at.epoch + 1, time.perf_counter()
@@ -212,6 +232,7 @@ def fit(
                 preemption=preemption,
                 on_preempt=on_preempt,
                 is_main=is_main,
+                owner_lost=data.owner_lost,
             )
             loss_sum, count, wait_s, step_s = all_reduce_sum(
                 [at.loss_sum + totals.loss_sum, at.seen + totals.seen, totals.wait_s, totals.step_s]
@@ -221,31 +242,45 @@ def fit(
                 model, val_loader, device, prep=data.prep, num_classes=num_classes, precision=spec.precision
             )
             epoch_s = time.perf_counter() - started
-            train_time += epoch_s
-            samples += int(count) - at.seen
             if val.n != len(data.val):
                 raise CellFailed(f"validation counted {val.n} samples of {len(data.val)}; report this as a bug")
             if not math.isfinite(val.loss):
                 raise nan_failure(val.loss, epoch, -1)
+            preempted, lost = any_rank([preemption.requested, data.owner_lost()])
+            if lost:
+                raise superseded(f"the end of epoch {epoch}")
             scheduler.step(val.loss)
             if stopper.step(val.loss, epoch):
                 best = trainable_state()
                 if is_main:
                     checkpoint.save(paths.best_ckpt, {"epoch": epoch, "model": best})
+            lr = strategy.optimizer.param_groups[0]["lr"]
+            record = {
+                "epoch": epoch,
+                "train_loss": loss_sum / max(count, 1),
+                "val_loss": val.loss,
+                "val_miou": val.miou,
+                "lr": lr,
+                "epoch_s": epoch_s,
+                "samples": int(count) - at.seen,  # trained in this attempt (all of the epoch unless resumed in it)
+                "partial": at.step > 0,
+            }
+            history.append(record)
             at = _Resume(epoch, wait_s=at.wait_s + wait_s, step_s=at.step_s + step_s)
             save(at)
-            train_loss = loss_sum / max(count, 1)
             if is_main:
-                _report(paths, spec, epoch, train_loss, val.loss, val.miou, strategy, stopper, log, epoch_s)
-            if any_rank([preemption.requested])[0]:
+                _report(paths, spec, record, stopper, log)
+                data.on_epoch_end()
+            if preempted:
                 raise faults.Preempted(f"stopped by SIGUSR2 after epoch {epoch}; the checkpoint is written")
     barrier()  # best.pt is complete before any rank reads it
-    epochs_here = max(at.epoch - resumed_from, 1)
+    whole = [r for r in history if not r.get("partial")] or history
+    trained_s = sum(float(r["epoch_s"]) for r in history)
     return FitOutcome(
         best_epoch=stopper.best_epoch,
         epochs_run=at.epoch,
-        time_per_epoch_s=train_time / epochs_here,
-        samples_per_s=samples / train_time if train_time > 0 else 0.0,
+        time_per_epoch_s=sum(float(r["epoch_s"]) for r in whole) / max(len(whole), 1),
+        samples_per_s=sum(int(r["samples"]) for r in history) / trained_s if trained_s > 0 else 0.0,
         resumed_from_epoch=resumed_from,
         layout=layout,
         data_wait_fraction=at.wait_s / at.step_s if at.step_s > 0 else 0.0,
@@ -253,16 +288,7 @@ def fit(
 
 
 def _report(
-    paths: CellPaths,
-    spec: TrainSpec,
-    epoch: int,
-    train_loss: float,
-    val_loss: float,
-    val_miou: float,
-    strategy: Strategy,
-    stopper: EarlyStopping,
-    log: Callable[[str], None],
-    epoch_s: float,
+    paths: CellPaths, spec: TrainSpec, record: dict[str, Any], stopper: EarlyStopping, log: Callable[[str], None]
 ) -> None:
     """Rank 0's per-epoch records: a metrics line, the progress file and a log line.
 
@@ -270,8 +296,7 @@ def _report(
     (the highest of any epoch) and the epoch of the best validation loss (the checkpoint tested), and the seconds of
     the last epoch, from which it estimates the time left.
     """
-    lr = strategy.optimizer.param_groups[0]["lr"]
-    record = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_miou": val_miou, "lr": lr}
+    epoch, val_miou = int(record["epoch"]), float(record["val_miou"])
     append_jsonl(paths.metrics_log, record)
     before = read_json(paths.progress) if paths.progress.exists() and epoch > 1 else {}
     best_miou = max(val_miou, float(before.get("best_val_miou", val_miou)))
@@ -283,10 +308,10 @@ def _report(
         "best_val_miou": best_miou,
         "best_epoch": stopper.best_epoch,
         "patience_left": spec.patience - stopper.bad_epochs,
-        "epoch_s": epoch_s,
+        "epoch_s": record["epoch_s"],
     }
     atomic_write_json(paths.progress, progress)
     log(
-        f"epoch {epoch:3d}/{spec.max_epochs} train_loss {train_loss:.4f} val_loss {val_loss:.4f} "
-        f"val_mIoU {100 * val_miou:.2f} lr {lr:.2e}{' *' if stopper.best_epoch == epoch else ''}"
+        f"epoch {epoch:3d}/{spec.max_epochs} train_loss {record['train_loss']:.4f} val_loss {record['val_loss']:.4f} "
+        f"val_mIoU {100 * val_miou:.2f} lr {record['lr']:.2e}{' *' if stopper.best_epoch == epoch else ''}"
     )

@@ -86,6 +86,15 @@ class EpochTotals:
     step_s: float
 
 
+def superseded(where: str) -> CellFailed:
+    """The failure (class ``superseded``) of a process whose cell another process took over (:mod:`geopeft.lease`)."""
+    return CellFailed(
+        f"stopped at {where}: another process took this cell over after this one's heartbeat expired; it writes the "
+        "cell's files from now on",
+        reason="superseded",
+    )
+
+
 def train_epoch(
     strategy: Strategy,
     loader: DataLoader[Batch],
@@ -99,6 +108,7 @@ def train_epoch(
     preemption: faults.Preemption,
     on_preempt: OnPreempt,
     is_main: bool,
+    owner_lost: Callable[[], bool] = lambda: False,
 ) -> EpochTotals:
     """Optimiser steps ``steps[0]`` to ``steps[1] - 1`` of ``epoch``; returns this rank's :class:`EpochTotals`.
 
@@ -131,7 +141,9 @@ def train_epoch(
             n = int(batch["image"].shape[0])
             loss_sum += value * n
             seen += n
-        not_finite, stop = any_rank([bad is not None, preemption.requested])
+        not_finite, stop, lost = any_rank([bad is not None, preemption.requested, owner_lost()])
+        if lost:  # another process owns the cell now: stop before this step changes anything it writes
+            raise superseded(f"epoch {epoch}, step {step}")
         if not_finite:
             raise nan_failure(float("nan") if bad is None else bad, epoch, step)
         strategy.step()

@@ -24,6 +24,7 @@ from torch import nn
 
 from geopeft.attempts import end_attempt, start_attempt
 from geopeft.io import atomic_write_json, read_json
+from geopeft.lease import Lease
 from geopeft.paths import CellPaths
 from geopeft.train import checkpoint
 from geopeft.train.sampling import BatchLayout
@@ -36,9 +37,16 @@ MAX_OOM_RETRIES = 3
 
 @dataclass
 class AttemptCounter:
-    """The number of the attempt in progress (it grows with every out-of-memory retry)."""
+    """The number of the attempt in progress (it grows with every out-of-memory retry), and rank 0's lease."""
 
     number: int
+    lease: Lease | None = None
+
+    def start_next(self, paths: CellPaths) -> None:
+        """Start the next attempt (rank 0) and record its number in the lease."""
+        self.number = start_attempt(paths)
+        if self.lease is not None:
+            self.lease.update(attempt=self.number)
 
 
 def layout_file(paths: CellPaths) -> str:
@@ -86,7 +94,7 @@ def retry_oom(
             if is_main:
                 end_attempt(paths, attempt.number, "failed", "oom")
                 atomic_write_json(layout_file(paths), {"micro_batch": smaller.micro_batch, "error": str(exc)})
-                attempt.number = start_attempt(paths)
+                attempt.start_next(paths)
             log(
                 f"out of memory with micro-batch {layout.micro_batch} ({exc}); attempt {attempt.number} retries with "
                 f"micro-batch {smaller.micro_batch} x {smaller.accumulation} accumulation steps"
