@@ -77,7 +77,9 @@ def prepare(
     from geopeft.cache.schema import DEFAULT_CODEC
 
     for o in build(dataset, raw, cache, splits_dir=splits, force=force, codec=codec or DEFAULT_CODEC):
-        verb = "built" if o.built else "reused"
+        if o.corrupt is not None:
+            typer.echo(f"{dataset}/{o.split}: {o.path} was corrupt ({o.corrupt[1]}); moved to {o.corrupt[0]}")
+        verb = "built" if o.built else "verified and reused"
         typer.echo(f"{dataset}/{o.split}: {verb} {o.path} ({o.n} samples, key {o.key[:12]})")
 
 

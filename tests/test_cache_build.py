@@ -168,3 +168,33 @@ def test_cache_state_missing_corrupt_and_version(raw):
 def test_build_module_does_not_import_torch():
     code = "import sys, geopeft.cache.build; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def flip_a_byte_of_chunk(path, index):
+    with h5py.File(path) as f:
+        info = f["images"].id.get_chunk_info(index)
+    with open(path, "r+b") as fh:
+        fh.seek(info.byte_offset + info.size // 2)
+        byte = fh.read(1)
+        fh.seek(info.byte_offset + info.size // 2)
+        fh.write(bytes([byte[0] ^ 0xFF]))
+
+
+def test_prepare_verifies_chunks_and_rebuilds_a_corrupt_file_keeping_it_aside(raw):
+    first = run(raw)
+    with h5py.File(first[1].path) as f:
+        good = f["images"][:]
+    flip_a_byte_of_chunk(first[1].path, 1)
+    assert schema.first_bad_chunk(first[1].path).startswith("images of sample 1: ")
+    assert schema.first_bad_chunk(first[0].path) is None
+    again = run(raw)
+    assert [o.built for o in again] == [False, True, False, False]
+    assert again[1].corrupt is not None and "images of sample 1" in again[1].corrupt[1]
+    aside = again[1].corrupt[0]
+    assert aside.is_file() and aside.name.startswith("val.corrupt-") and aside.suffix == ".h5"
+    with h5py.File(again[1].path) as f:
+        np.testing.assert_array_equal(f["images"][:], good)
+    assert again[1].key == first[1].key and schema.first_bad_chunk(again[1].path) is None
+    # verify=False trusts the header (the fast path for a cache just verified)
+    flip_a_byte_of_chunk(again[1].path, 0)
+    assert [o.built for o in run(raw, verify=False)] == [False] * 4

@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,8 @@ class PrepareOutcome:
         key: the file's key.
         n: number of samples.
         built: ``False`` when a valid cache with the same inputs was reused.
+        corrupt: where a corrupt file that stood at ``path`` was moved before the rebuild, and why; ``None`` when
+            there was none.
     """
 
     split: str
@@ -49,6 +52,7 @@ class PrepareOutcome:
     key: str
     n: int
     built: bool
+    corrupt: tuple[Path, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -230,6 +234,13 @@ def build_split(
     return dataclasses.replace(header, path=path)
 
 
+def _move_aside(path: Path) -> Path:
+    """Rename a corrupt cache file to ``<split>.corrupt-<UTC time>.h5`` beside it and return the new path."""
+    aside = path.with_name(f"{path.stem}.corrupt-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}{path.suffix}")
+    os.replace(path, aside)
+    return aside
+
+
 def _valid_header(path: Path, dataset: str, split: str) -> schema.CacheHeader | None:
     try:
         return schema.read_header(path, dataset, split)
@@ -246,8 +257,13 @@ def prepare(
     force: bool = False,
     progress: bool = True,
     codec: str = schema.DEFAULT_CODEC,
+    verify: bool = True,
 ) -> list[PrepareOutcome]:
-    """Build (or reuse) one HDF5 cache file per split of ``dataset``, the train split first.
+    """Build (or verify and reuse) one HDF5 cache file per split of ``dataset``, the train split first.
+
+    A file with the same inputs is reused only after every chunk of it decodes with a good checksum
+    (:func:`geopeft.cache.schema.first_bad_chunk`; ``verify=False`` skips that read). A corrupt one is moved aside to
+    ``<split>.corrupt-<time>.h5`` (kept for inspection, never deleted) and the split is rebuilt.
 
     Args:
         dataset: dataset registry name.
@@ -257,6 +273,7 @@ def prepare(
         force: rebuild even when a valid cache with the same inputs exists.
         progress: show progress bars on stderr.
         codec: image and mask compression, one of :data:`geopeft.cache.schema.CODECS` (part of the key).
+        verify: decode every chunk of a file before reusing it.
 
     Returns:
         One :class:`PrepareOutcome` per split, in the dataset's split order.
@@ -276,13 +293,19 @@ def prepare(
     for split, plan in plans.items():
         path = cache_path(cache_root, dataset, split)
         old = None if force else _valid_header(path, dataset, split)
+        corrupt = None
+        if old is not None and old.matches(plan.identity):
+            problem = schema.first_bad_chunk(path) if verify else None
+            if problem is not None:
+                corrupt = (_move_aside(path), problem)
+                old = None
         if old is not None and old.matches(plan.identity):
             header, built = old, False
         else:
             header, built = build_split(source, Path(raw), plan, path, stats, progress), True
         if stats is None:
             stats = (list(header.mean), list(header.std))
-        outcomes.append(PrepareOutcome(split=split, path=path, key=header.key, n=header.n, built=built))
+        outcomes.append(PrepareOutcome(split, path, header.key, header.n, built, corrupt))
     return outcomes
 
 

@@ -278,3 +278,21 @@ def read_header(path: Path, dataset: str, split: str, cache_root: str | os.PathL
         raise CacheError(f"{path}: dataset shapes disagree with n={n} and the band list; {fix}")
     shape = (int(image_shape[1]), int(image_shape[2]), int(image_shape[3]))
     return CacheHeader(path=path, attrs=attrs, key=str(attrs[KEY_ATTR]), shape=shape, dtype=str(dtype))
+
+
+def first_bad_chunk(path: Path) -> str | None:
+    """Decode every image and mask chunk of a cache file (checking each Fletcher-32 sum); the first failure or None.
+
+    This reads the whole file: ``geopeft prepare`` runs it before it reuses a cache, so that a flipped byte on disk
+    is found when the cache is prepared, not in the middle of a sweep.
+    """
+    with open_h5(path) as f:
+        for name in (IMAGES, MASKS):
+            data = f[name]
+            buffer = np.empty(data.shape[1:], dtype=data.dtype)
+            for i in range(data.shape[0]):
+                try:
+                    data.read_direct(buffer, np.s_[i])
+                except OSError as exc:
+                    return f"{name} of sample {i}: {exc}"
+    return None

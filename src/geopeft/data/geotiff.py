@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,14 +14,26 @@ from rasterio.errors import RasterioError
 from geopeft.errors import DataError
 
 
-def open_geotiff(path: Path, fix: str) -> Any:
-    """Open a raster for reading; a missing or unreadable file is a :class:`DataError` ending with ``fix``."""
+@contextlib.contextmanager
+def open_geotiff(path: Path, fix: str) -> Iterator[Any]:
+    """Open a raster for a ``with`` block and close it on the way out.
+
+    A missing file, one that does not open, and one that fails while it is read inside the block (a truncated
+    download opens but fails at its first missing strip) are each a :class:`DataError` naming the file and ending
+    with ``fix``.
+    """
     if not path.is_file():
         raise DataError(f"{path}: file not found; {fix}")
     try:
-        return rasterio.open(path)
+        src = rasterio.open(path)
     except RasterioError as exc:
         raise DataError(f"{path}: cannot be read as a GeoTIFF ({exc}); {fix}") from None
+    try:
+        with src:
+            yield src
+    except RasterioError as exc:
+        cause = f"{exc}: {exc.__cause__}" if exc.__cause__ else str(exc)
+        raise DataError(f"{path}: reading failed, the file is truncated or corrupt ({cause}); {fix}") from None
 
 
 def centre_lat_lon(src: Any) -> tuple[float | None, float | None]:
