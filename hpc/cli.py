@@ -170,6 +170,8 @@ def _print_estimate(report: SubmitReport, grid: Path, profile: ClusterProfile, s
 def status(
     grid: Grid,
     wait: Annotated[bool, typer.Option(help="poll until no cell is running or pending")] = False,
+    watch: Annotated[bool, typer.Option(help="redraw the grid in place until no cell is running or pending")] = False,
+    interval: Annotated[float, typer.Option(help="seconds between polls of --wait and --watch")] = 5.0,
     timeout: float = 3600.0,
     stage: Stage = "seeds",
 ) -> None:
@@ -182,8 +184,11 @@ def status(
 
     root = sweep_root(grid) / (stages.SEARCH_DIR if stage == "lr" else "")
     manifest = read_manifest(root)
-    current = st.wait(manifest, timeout_s=timeout) if wait else states(manifest)
     render = stages.render_search if stages.is_search_sweep(root) else st.render
+    if watch:
+        st.watch(manifest, render, poll_s=interval, timeout_s=timeout)
+        return
+    current = st.wait(manifest, poll_s=interval, timeout_s=timeout) if wait else states(manifest)
     typer.echo(render(manifest, current))
 
 

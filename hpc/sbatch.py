@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from geopeft.errors import ConfigError
+from geopeft.paths import SweepPaths
 from hpc.profiles import ClusterProfile, Resources
 
 TEMPLATE_DIR = Path(__file__).resolve().parents[1] / "sbatch"
@@ -147,7 +148,7 @@ class Context:
     @property
     def script_dir(self) -> Path:
         """Where the rendered scripts are written (kept: they record what was submitted)."""
-        return self.root / "slurm"
+        return SweepPaths(self.root).slurm_dir
 
     def common(self, profile: ClusterProfile, name: str) -> dict[str, str]:
         """Placeholder values shared by every template."""
@@ -159,7 +160,7 @@ class Context:
             "when": self.stamp,
             "git": sha + (" with uncommitted changes" if self.git.get("dirty") else ""),
             "script": str(self.script_dir / name),
-            "log_dir": str(self.script_dir / "logs"),
+            "log_dir": str(SweepPaths(self.root).slurm_logs),
             "setup": "\n".join(profile.setup) or "true",
             "python": shlex.quote(self.python or profile.python or sys.executable),
             "code": f"export PYTHONPATH={shlex.quote(self.code)}${{PYTHONPATH:+:$PYTHONPATH}}" if self.code else "",

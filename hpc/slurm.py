@@ -98,33 +98,50 @@ def scancel(job_id: str, runner: Runner = run_command) -> None:
 def queued_jobs(
     job_ids: Iterable[str], runner: Runner | None = None, *, tries: int = 3, pause_s: float = 1.0
 ) -> frozenset[str] | None:
-    """Which of ``job_ids`` squeue still lists (pending, running, completing, requeued), in one call.
+    """Which of ``job_ids`` squeue still lists; see :func:`job_states` (None when it cannot tell)."""
+    listed = job_states(job_ids, runner, tries=tries, pause_s=pause_s)
+    return None if listed is None else frozenset(listed)
 
-    Array tasks are named ``<array job>_<task>`` (``squeue --array``), other jobs by their id. Jobs that ended
-    or were cancelled are not listed. A failed call (a busy controller times out, ``Socket timed out on
-    send/recv``) is tried again, ``tries`` times in all, ``pause_s`` apart. Returns None when it cannot tell:
-    no ``squeue`` on this machine, or every try failed. squeue refuses a list whose every id has left the
-    controller's memory ("Invalid job id"); that answer means none of them is queued.
+
+#: squeue states of a job that waits to (re)start: pending, requeued, held, waiting for its BeginTime.
+WAITING_STATES = frozenset({"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD", "SUSPENDED"})
+
+
+def job_states(
+    job_ids: Iterable[str], runner: Runner | None = None, *, tries: int = 3, pause_s: float = 1.0
+) -> dict[str, str] | None:
+    """The squeue state (``PENDING``, ``RUNNING``, ``REQUEUED``, ...) of each of ``job_ids`` squeue still lists.
+
+    One call for all of them. Array tasks are named ``<array job>_<task>`` (``squeue --array``), other jobs by
+    their id. Jobs that ended or were cancelled are not listed. A failed call (a busy controller times out,
+    ``Socket timed out on send/recv``) is tried again, ``tries`` times in all, ``pause_s`` apart. Returns None
+    when it cannot tell: no ``squeue`` on this machine, or every try failed. squeue refuses a list whose every
+    id has left the controller's memory ("Invalid job id"); that answer means none of them is queued.
     """
     arrays = sorted({job.split("_")[0] for job in job_ids if job})
     if not arrays:
-        return frozenset()
+        return {}
     if runner is None:
         if shutil.which("squeue") is None:
             return None
         runner = run_command
-    argv = ["squeue", "--noheader", "--array", "--format=%i", f"--jobs={','.join(arrays)}"]
+    argv = ["squeue", "--noheader", "--array", "--format=%i %T", f"--jobs={','.join(arrays)}"]
     for attempt in range(1, tries + 1):
         try:
             out = runner(argv, clean_env())
             break
         except SubmitError as exc:
             if "Invalid job id" in str(exc):
-                return frozenset()
+                return {}
         except (OSError, subprocess.SubprocessError):
             pass
         if attempt < tries:
             time.sleep(pause_s)
     else:
         return None
-    return frozenset(line.strip() for line in out.splitlines() if line.strip())
+    states: dict[str, str] = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if parts:
+            states[parts[0]] = parts[1] if len(parts) > 1 else "UNKNOWN"
+    return states

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict
 from typing import Any
 
@@ -100,7 +100,8 @@ def render(manifest: Manifest, current: dict[int, CellState]) -> str:
         lines.append("failed:")
         for i, st in failed:
             e = entries[i]
-            lines.append(f"  [{i}] {e.cell_id} {e.spec.slug}  {st.reason}: {st.detail} (attempts: {st.attempts})")
+            why = f"failed ({st.reason})" + (f": {st.detail}" if st.detail else "")
+            lines.append(f"  [{i}] {e.cell_id} {e.spec.slug}  {why} (attempts: {st.attempts})")
     running = [(i, current[i]) for i in entries if current[i].state is State.RUNNING]
     for i, st in running:
         lines.append(f"  running [{i}] {entries[i].spec.slug}: {st.detail}")
@@ -108,12 +109,51 @@ def render(manifest: Manifest, current: dict[int, CellState]) -> str:
     return "\n".join(lines)
 
 
-def wait(manifest: Manifest, *, poll_s: float = 2.0, timeout_s: float = 3600.0) -> dict[int, CellState]:
-    """Poll the files until no cell is running or pending (or ``timeout_s`` passed); return the states."""
+def busy(current: dict[int, CellState]) -> bool:
+    """Whether any cell is running or pending."""
+    c = counts(current)
+    return bool(c.get(State.RUNNING) or c.get(State.PENDING))
+
+
+def wait(
+    manifest: Manifest,
+    *,
+    poll_s: float = 2.0,
+    timeout_s: float = 3600.0,
+    on_poll: Callable[[dict[int, CellState]], None] | None = None,
+) -> dict[int, CellState]:
+    """Poll the files until no cell is running or pending (or ``timeout_s`` passed); return the states.
+
+    ``on_poll`` sees the states of every poll (``geopeft status --watch`` redraws the grid with it).
+    """
     deadline = time.monotonic() + timeout_s
     while True:
         current = states(manifest)
-        busy = counts(current)
-        if not (busy.get(State.RUNNING) or busy.get(State.PENDING)) or time.monotonic() > deadline:
+        if on_poll is not None:
+            on_poll(current)
+        if not busy(current) or time.monotonic() > deadline:
             return current
         time.sleep(poll_s)
+
+
+def watch(
+    manifest: Manifest,
+    draw: Callable[[Manifest, dict[int, CellState]], str],
+    *,
+    poll_s: float = 5.0,
+    timeout_s: float = 7 * 24 * 3600.0,
+) -> dict[int, CellState]:
+    """Redraw the status grid in place (rich) every ``poll_s`` until nothing is running or pending."""
+    from rich.console import Console
+    from rich.live import Live
+    from rich.text import Text
+
+    console = Console()
+    with Live(Text(""), console=console, auto_refresh=False, transient=False) as live:
+
+        def redraw(current: dict[int, CellState]) -> None:
+            stamp = time.strftime("%H:%M:%S")
+            footer = f"\n[{stamp}] refreshing every {poll_s:g} s until nothing runs; Ctrl-C stops watching"
+            live.update(Text(draw(manifest, current) + (footer if busy(current) else "")), refresh=True)
+
+        return wait(manifest, poll_s=poll_s, timeout_s=timeout_s, on_poll=redraw)

@@ -7,9 +7,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from results import write_result
 
 from geopeft.errors import ConfigError
-from geopeft.io import atomic_write_json
 from geopeft.paths import SweepPaths
 from hpc.grid import load_grid
 from hpc.manifest import plan, write_manifest
@@ -44,7 +44,7 @@ def finish(root: Path, cell_id: str, val_by_epoch: dict[int, float], best_epoch:
     """Write what a finished cell leaves behind: its result (best epoch) and per-epoch metrics."""
     cell = SweepPaths(root).cell(cell_id)
     cell.dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(cell.result, {"train": {"best_epoch": best_epoch}})
+    write_result(cell, best_epoch=best_epoch)
     cell.metrics_log.write_text(
         "".join(json.dumps({"epoch": e, "val_miou": v}) + "\n" for e, v in val_by_epoch.items())
     )

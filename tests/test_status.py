@@ -58,3 +58,41 @@ def test_a_setting_left_out_of_the_cell_id_at_its_default_is_shown_as_false(tmp_
     m = manifest(tmp_path, "[{activation_checkpointing: false}, {activation_checkpointing: true}]")
     names = set(variants({e.index: e.spec for e in m.active()}).values())
     assert names == {"train.activation_checkpointing=false", "train.activation_checkpointing=true"}
+
+
+def test_watch_redraws_until_nothing_runs(tmp_path, capsys):
+    import threading
+    import time
+
+    from results import write_result
+
+    from geopeft.attempts import end_attempt, start_attempt
+    from geopeft.io import atomic_write_json
+    from hpc.manifest import write_manifest
+    from hpc.status import watch
+
+    m = manifest(tmp_path, "[{precision: fp32}]")
+    write_manifest(m)
+    first = m.paths.cell(m.entry(0).cell_id)
+    n = start_attempt(first)  # this process: alive, so running
+    atomic_write_json(first.progress, {"epoch": 1, "max_epochs": 4, "best_val_miou": 0.5, "epoch_s": 2.0})
+    seen: list[str] = []
+
+    def draw(man, current):
+        seen.append(render(man, current))
+        return seen[-1]
+
+    def finish():
+        while len(seen) < 2:
+            time.sleep(0.02)
+        write_result(first)
+        end_attempt(first, n, "success")
+
+    worker = threading.Thread(target=finish)
+    worker.start()
+    final = watch(m, draw, poll_s=0.05, timeout_s=30)
+    worker.join()
+    assert final[0].state is State.DONE and len(seen) >= 3
+    assert "running [0]" in seen[0] and "epoch 1/4, best val mIoU 50.0, 2.0 s/epoch, at most 6 s left" in seen[0]
+    assert "running [0]" not in seen[-1] and "1 done" in seen[-1]
+    assert "1 done" in capsys.readouterr().out

@@ -6,6 +6,8 @@
     <root>/submissions.jsonl        one line per submitted array (job ids, indices, executor)
     <root>/.lock                    held while a sweep or rerun submits
     <root>/submitit/%j/             submitit's own pickles and logs
+    <root>/slurm/*.sbatch           the rendered scripts of every SLURM submission
+    <root>/slurm/logs/              their logs; prepare-<job>.out and, once it succeeded, prepare-<job>.ok
     <root>/tables/                  collected results, LaTeX tables
     <root>/cells/<cell_id>/spec.json, attempts.jsonl, progress.json, metrics.jsonl, lease/<generation>.json,
                            ckpt/{best,last}.pt, result.json | failed.json
@@ -42,6 +44,24 @@ class SweepPaths:
     def submitit_dir(self) -> Path:
         """Submitit folder; ``%j`` is replaced by the job id."""
         return self.root / "submitit" / "%j"
+
+    @property
+    def slurm_dir(self) -> Path:
+        """The rendered sbatch scripts of every SLURM submission (kept: they record what was submitted)."""
+        return self.root / "slurm"
+
+    @property
+    def slurm_logs(self) -> Path:
+        """The logs of the SLURM jobs."""
+        return self.slurm_dir / "logs"
+
+    def prepare_log(self, job_id: str) -> Path:
+        """The log of cache-prepare job ``job_id``."""
+        return self.slurm_logs / f"prepare-{job_id}.out"
+
+    def prepare_ok(self, job_id: str) -> Path:
+        """Written by cache-prepare job ``job_id`` as its last step, when every cache was built or verified."""
+        return self.slurm_logs / f"prepare-{job_id}.ok"
 
     @property
     def tables_dir(self) -> Path:

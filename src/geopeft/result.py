@@ -7,6 +7,7 @@ This module imports nothing heavy, so ``analysis`` may use it without torch.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -103,8 +104,9 @@ class CellResult:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], where: str = "result.json") -> CellResult:
-        """Read back a result written by :meth:`to_dict`."""
+        """Read back a result written by :meth:`to_dict`; a missing field or a bad value names the file and field."""
         check_schema(d, where)
+        check_values(d, where)
         try:
             regions = {
                 name: RegionMetrics(**{**m, "iou_per_class": tuple(m["iou_per_class"])})
@@ -122,6 +124,75 @@ class CellResult:
             )
         except (KeyError, TypeError) as exc:
             raise GeopeftError(f"{where}: malformed result ({exc}); rerun the cell to rewrite it") from exc
+
+
+#: Train summary fields: (kind, lower bound, upper bound); kind ``int`` or ``float`` (an int is a float too).
+TRAIN_FIELDS: dict[str, tuple[str, float, float]] = {
+    "best_epoch": ("int", 0, math.inf),
+    "epochs_run": ("int", 0, math.inf),
+    "wall_time_s": ("float", 0, math.inf),
+    "time_per_epoch_s": ("float", 0, math.inf),
+    "samples_per_s": ("float", 0, math.inf),
+    "peak_memory_mb": ("float", 0, math.inf),
+    "world_size": ("int", 1, math.inf),
+    "data_wait_fraction": ("float", 0, 1),
+    "resumed_from_epoch": ("int", 0, math.inf),
+}
+#: Region metric fields, as above.
+REGION_FIELDS: dict[str, tuple[str, float, float]] = {
+    "miou": ("float", 0, 1),
+    "accuracy": ("float", 0, 1),
+    "loss": ("float", 0, math.inf),
+    "n": ("int", 0, math.inf),
+    "classes_present": ("int", 0, math.inf),
+}
+
+
+def _bad(value: Any, kind: str, lo: float, hi: float) -> bool:
+    """``value`` is not a finite number of ``kind`` within [lo, hi] (a bool is not a number)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return True
+    if kind == "int" and not isinstance(value, int):
+        return True
+    return not (math.isfinite(value) and lo <= value <= hi)
+
+
+def _describe(kind: str, lo: float, hi: float) -> str:
+    what = "an integer" if kind == "int" else "a number"
+    return f"{what} >= {lo:g}" if math.isinf(hi) else f"{what} in [{lo:g}, {hi:g}]"
+
+
+def check_values(d: dict[str, Any], where: str) -> None:
+    """Raise naming the file and the field (``regions.test.miou``) when a metric or train value is not valid."""
+    fix = "rerun the cell to rewrite it (geopeft rerun GRID --cells ID)"
+
+    def check(value: Any, field_name: str, rule: tuple[str, float, float]) -> None:
+        if _bad(value, *rule):
+            raise GeopeftError(f"{where}: {field_name} = {value!r} is not {_describe(*rule)}; {fix}")
+
+    regions = d.get("regions")
+    if not isinstance(regions, dict) or not regions:
+        raise GeopeftError(f"{where}: regions = {regions!r} is not a mapping of region -> metrics; {fix}")
+    for name, metrics in regions.items():
+        if not isinstance(metrics, dict):
+            raise GeopeftError(f"{where}: regions.{name} = {metrics!r} is not a mapping of metrics; {fix}")
+        for key, rule in REGION_FIELDS.items():
+            if key in metrics:
+                check(metrics[key], f"regions.{name}.{key}", rule)
+        ious = metrics.get("iou_per_class")
+        if not isinstance(ious, list):
+            raise GeopeftError(f"{where}: regions.{name}.iou_per_class = {ious!r} is not a list; {fix}")
+        for i, iou in enumerate(ious):
+            if iou is not None:
+                check(iou, f"regions.{name}.iou_per_class[{i}]", ("float", 0, 1))
+    train = d.get("train")
+    if not isinstance(train, dict):
+        raise GeopeftError(f"{where}: train = {train!r} is not a mapping; {fix}")
+    for key, rule in TRAIN_FIELDS.items():
+        if key in train:
+            check(train[key], f"train.{key}", rule)
+    for i, t in enumerate(train.get("attempt_times_s", ())):
+        check(t, f"train.attempt_times_s[{i}]", ("float", 0, math.inf))
 
 
 def check_schema(d: dict[str, Any], where: str) -> None:
