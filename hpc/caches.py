@@ -13,6 +13,7 @@ that is already valid needs no prepare job::
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,32 +64,50 @@ def raw_sources(grid: Grid) -> dict[str, RawSource]:
     return out
 
 
-def missing_caches(grid: Grid) -> dict[str, list[str]]:
+def missing_caches(datasets: Iterable[str], cache_root: str) -> dict[str, list[str]]:
     """Dataset -> its splits without a valid cache (datasets whose caches are all valid are left out)."""
     from geopeft.cache.build import cache_state
 
     out: dict[str, list[str]] = {}
-    for dataset in sorted({c.dataset for c in grid.cells}):
-        missing = [split for split, key in cache_state(grid.env.cache_root, dataset).items() if key is None]
+    for dataset in sorted(set(datasets)):
+        missing = [split for split, key in cache_state(cache_root, dataset).items() if key is None]
         if missing:
             out[dataset] = missing
     return out
 
 
-def prepare_commands(grid: Grid) -> list[list[str]]:
+def prepare_commands(
+    grid: Grid, datasets: Iterable[str] | None = None, cache_root: str | None = None
+) -> list[list[str]]:
     """``geopeft prepare`` argument lists for every dataset whose cache is missing; empty when all are valid.
+
+    Args:
+        grid: the grid whose ``raw`` mapping says where the native files are.
+        datasets: the datasets to check (default: every dataset of the grid's cells); a rerun checks those of
+            the cells it resubmits.
+        cache_root: the cache directory (default: the grid's); a rerun passes its manifest's.
 
     Raises:
         SubmitError: a cache is missing and the grid's ``raw`` does not say where the dataset's files are.
     """
     sources = raw_sources(grid)
+    root = grid.env.cache_root if cache_root is None else cache_root
     commands = []
-    for dataset, splits in missing_caches(grid).items():
+    for dataset, splits in missing_caches(datasets or {c.dataset for c in grid.cells}, root).items():
         if dataset not in sources:
             raise SubmitError(
-                f"{grid.path}: no valid cache for {dataset} ({', '.join(splits)}) in {grid.env.cache_root}; "
+                f"{grid.path}: no valid cache for {dataset} ({', '.join(splits)}) in {root}; "
                 f"say where its native files are (raw: {{{dataset}: DIR}} in the grid) to build it in a prepare "
-                f"job, or build it first: geopeft prepare {dataset} --raw RAW_DIR --cache {grid.env.cache_root}"
+                f"job, or build it first: geopeft prepare {dataset} --raw RAW_DIR --cache {root}"
             )
-        commands.append(sources[dataset].command(grid.env.cache_root))
+        commands.append(sources[dataset].command(root))
     return commands
+
+
+def check_caches(datasets: Iterable[str], cache_root: str, where: str) -> None:
+    """Fail before submitting to a local executor when a dataset's cache is missing or unreadable."""
+    for dataset, missing in missing_caches(datasets, cache_root).items():
+        raise SubmitError(
+            f"{where}: no valid cache for {dataset} ({', '.join(missing)}) in {cache_root}; "
+            f"build it first: geopeft prepare {dataset} --raw RAW_DIR --cache {cache_root}"
+        )

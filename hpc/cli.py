@@ -199,11 +199,18 @@ def rerun(
     failed: bool = False,
     missing: bool = False,
     cells: Annotated[list[str] | None, typer.Option("--cells", help="cell id (prefix); repeatable")] = None,
-    cluster: Cluster = "local",
+    cluster: Annotated[
+        str | None,
+        typer.Option("--cluster", "-c", help="cluster profile name or .toml path (default: the sweep's last one)"),
+    ] = None,
     max_attempts: int = 0,
     dry_run: bool = False,
 ) -> None:
-    """Resubmit failed and/or missing cells (or --cells ID ...) of a sweep as an array subset."""
+    """Resubmit failed and/or missing cells (or --cells ID ...) of a sweep as an array subset.
+
+    The cells go where the sweep went (the cluster profile it was last submitted with) unless --cluster says
+    otherwise; missing caches are rebuilt as `sweep` builds them.
+    """
     from hpc.grid import sweep_root
     from hpc.profiles import load_profile
     from hpc.sweep import rerun as resubmit
@@ -213,11 +220,12 @@ def rerun(
     which = "incomplete" if failed and missing else ("missing" if missing else "failed")
     report = resubmit(
         sweep_root(grid),
-        load_profile(cluster),
+        load_profile(cluster) if cluster else None,
         which=which,
         cells=tuple(cells or ()),
         max_attempts=max_attempts,
         dry_run=dry_run,
+        grid_file=grid,
     )
     _print_report(report, grid)
 

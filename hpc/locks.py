@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,18 +40,37 @@ def slot(directory: Path, n: int, poll_s: float = 0.5) -> Iterator[int]:
         time.sleep(poll_s)
 
 
+#: Seconds a sweep or rerun waits for another one of the same sweep to finish submitting.
+LOCK_WAIT_S = float(os.environ.get("GEOPEFT_LOCK_WAIT_S", "600"))
+
+
 @contextlib.contextmanager
-def exclusive(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``path`` or fail at once (two sweeps of one grid never submit together)."""
+def exclusive(path: Path, wait_s: float | None = None, poll_s: float = 0.2) -> Iterator[None]:
+    """Hold an exclusive lock on ``path``, waiting up to ``wait_s`` for the one who holds it.
+
+    Two sweeps or reruns of one grid never submit together: the second waits, then plans from what the first
+    submitted (those cells are pending, so it does not submit them again). The holder writes its host and pid
+    into the file, so a timeout names who holds it. ``flock`` is released by the kernel however the holder ends.
+    """
+    limit = LOCK_WAIT_S if wait_s is None else wait_s
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise SubmitError(
-                f"{path} is locked: another sweep or rerun of this grid is submitting; retry when it ends"
-            ) from None
+        deadline = time.monotonic() + limit
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    holder = path.read_text(encoding="utf-8", errors="replace").strip() or "another process"
+                    raise SubmitError(
+                        f"{path} is locked by {holder}: another sweep or rerun of this grid is submitting; "
+                        f"waited {limit:g} s; retry when it ends (GEOPEFT_LOCK_WAIT_S sets the wait)"
+                    ) from None
+                time.sleep(poll_s)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
         yield
     finally:
         os.close(fd)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from geopeft.errors import ConfigError, unknown_choice
+from geopeft.io import atomic_write_json, read_json
 from geopeft.spec import CellSpec
 
 PROFILE_DIR = Path(__file__).parent / "clusters"
@@ -179,17 +180,50 @@ def load_profile(name_or_path: str) -> ClusterProfile:
         doc: dict[str, Any] = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    return _from_doc(doc, path.stem, str(path))
+
+
+def _from_doc(doc: dict[str, Any], name: str, where: str) -> ClusterProfile:
     allowed = [f.name for f in fields(ClusterProfile) if f.name != "name"]
     unknown = [k for k in doc if k not in allowed]
     if unknown:
-        raise ConfigError(f"{path}: unknown key {unknown[0]!r}; allowed: {', '.join(allowed)}")
-    shapes = tuple(_shape(s, f"{path}: shape[{i}]") for i, s in enumerate(doc.pop("shape", [])))
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r}; allowed: {', '.join(allowed)}")
+    doc = dict(doc)
+    shapes = tuple(_shape(s, f"{where}: shape[{i}]") for i, s in enumerate(doc.pop("shape", [])))
     try:
-        return ClusterProfile(name=path.stem, shape=shapes, **doc)
+        return ClusterProfile(name=name, shape=shapes, **doc)
     except TypeError as exc:
-        raise ConfigError(f"{path}: {exc}") from exc
+        raise ConfigError(f"{where}: {exc}") from exc
     except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from exc
+        raise ConfigError(f"{where}: {exc}") from exc
+
+
+def profile_to_dict(profile: ClusterProfile) -> dict[str, Any]:
+    """The profile as the keys of its TOML file (plus ``name``), for recording with a submission."""
+    doc = {f.name: getattr(profile, f.name) for f in fields(ClusterProfile) if f.name != "shape"}
+    doc["setup"] = list(profile.setup)
+    doc["shape"] = [
+        {"where": {k: list(v) if isinstance(v, tuple) else v for k, v in s.where}, **dict(s.set)}
+        for s in profile.shape
+    ]
+    return doc
+
+
+def record_profile(path: Path, profile: ClusterProfile) -> None:
+    """Record the profile a sweep was submitted with (``SweepPaths.cluster``), atomically."""
+    atomic_write_json(path, {"profile": profile_to_dict(profile)})
+
+
+def recorded_profile(path: Path) -> ClusterProfile | None:
+    """The profile recorded at ``path`` by :func:`record_profile`; None when nothing was recorded."""
+    if not path.exists():
+        return None
+    recorded = read_json(path)
+    doc = recorded.get("profile") if isinstance(recorded, dict) else None
+    if not isinstance(doc, dict) or not isinstance(doc.get("name"), str):
+        raise ConfigError(f"{path}: no recorded cluster profile; pass --cluster PROFILE (it is recorded again)")
+    doc = dict(doc)
+    return _from_doc(doc, doc.pop("name"), str(path))
 
 
 def _shape(doc: Any, where: str) -> Shape:

@@ -11,11 +11,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from geopeft.errors import ConfigError, SubmitError
+from geopeft.io import read_jsonl
 from geopeft.paths import SweepPaths
-from hpc.grid import Grid, load_grid
+from hpc.grid import load_grid
 from hpc.locks import exclusive
 from hpc.manifest import Manifest, plan, read_manifest, write_manifest
-from hpc.profiles import ClusterProfile
+from hpc.profiles import ClusterProfile, load_profile, record_profile, recorded_profile
+from hpc.stages import is_search_sweep
 from hpc.state import CellState, State, cell_state, latest_submissions
 from hpc.submit import Submission, submit_indices
 
@@ -44,19 +46,6 @@ def states(manifest: Manifest) -> dict[int, CellState]:
     return {e.index: cell_state(manifest.paths.cell(e.cell_id), subs.get(e.cell_id)) for e in manifest.active()}
 
 
-def check_caches(grid: Grid) -> None:
-    """Fail before submitting when a dataset's cache is missing or unreadable."""
-    from geopeft.cache.build import cache_state
-
-    for dataset in sorted({c.dataset for c in grid.cells}):
-        missing = [split for split, key in cache_state(grid.env.cache_root, dataset).items() if key is None]
-        if missing:
-            raise SubmitError(
-                f"{grid.path}: no valid cache for {dataset} ({', '.join(missing)}) in {grid.env.cache_root}; "
-                f"build it first: geopeft prepare {dataset} --raw RAW_DIR --cache {grid.env.cache_root}"
-            )
-
-
 def sweep(
     grid_file: str | Path, profile: ClusterProfile, *, dry_run: bool = False, stage: str = "seeds"
 ) -> SubmitReport:
@@ -65,14 +54,14 @@ def sweep(
     ``stage`` is ``seeds`` (every cell at its written or chosen rate) or ``lr`` (the learning-rate search into
     ``<output>/lr-search``; see :mod:`hpc.stages`).
     """
-    from hpc.caches import prepare_commands
+    from hpc.caches import check_caches, prepare_commands
     from hpc.stages import record
     from hpc.weights import check_weights
 
     grid = load_grid(grid_file, stage=stage)
     prepare = prepare_commands(grid) if profile.executor == "slurm" else []  # SLURM builds missing caches
     if profile.executor != "slurm":
-        check_caches(grid)
+        check_caches({c.dataset for c in grid.cells}, grid.env.cache_root, str(grid.path))
     paths = SweepPaths(grid.output)
     with exclusive(paths.lock):
         existing = read_manifest(paths.root) if paths.manifest.exists() else None
@@ -93,29 +82,37 @@ def sweep(
 
 def rerun(
     root: str | Path,
-    profile: ClusterProfile,
+    profile: ClusterProfile | None = None,
     *,
     which: str = "failed",
     cells: tuple[str, ...] = (),
     max_attempts: int = 0,
     dry_run: bool = False,
+    grid_file: str | Path | None = None,
 ) -> SubmitReport:
     """Resubmit failed, missing or named cells of an existing sweep as an array subset.
 
+    A rerun goes where the sweep went: without ``profile`` it uses the cluster profile the sweep was last
+    submitted with (``<root>/cluster.json``); a SLURM sweep never falls back to this machine. Caches that went
+    missing or corrupt since are rebuilt as the sweep builds them (a prepare job the array waits for on SLURM;
+    an error with the command to run on the local executor).
+
     Args:
         root: the sweep directory.
-        profile: where to run.
+        profile: where to run; None for the recorded profile.
         which: ``failed``, ``missing`` or ``incomplete`` (both); ignored when ``cells`` is given.
         cells: explicit cell ids (a unique prefix is enough) to resubmit whatever their state,
             unless running or pending.
         max_attempts: skip cells that already had this many attempts (0 = no limit).
         dry_run: report without submitting.
+        grid_file: the grid whose ``raw`` mapping builds missing caches (default: the manifest's grid file).
     """
     if which not in RERUN_CHOICES:
         raise ConfigError(f"unknown rerun selection {which!r}; allowed: {', '.join(RERUN_CHOICES)}")
     paths = SweepPaths(Path(root))
     with exclusive(paths.lock):
         manifest = read_manifest(paths.root)
+        profile = profile or submitted_profile(paths)
         current = states(manifest)
         if cells:
             chosen = [_resolve(manifest, c) for c in cells]
@@ -128,11 +125,55 @@ def rerun(
             todo = [i for i, s in current.items() if s.state in wanted]
         if max_attempts:
             todo = [i for i in todo if current[i].attempts < max_attempts]
+        prepare: list[list[str]] = []
         if todo:
             from hpc.weights import check_weights
 
             check_weights([manifest.entry(i).spec for i in todo], manifest.env.weights_root, str(paths.root))
-        return _submit(manifest, todo, current, profile, "rerun", dry_run)
+            prepare = _rerun_caches(manifest, todo, profile, grid_file)
+        return _submit(manifest, todo, current, profile, "rerun", dry_run, prepare)
+
+
+def submitted_profile(paths: SweepPaths) -> ClusterProfile:
+    """The cluster profile the sweep at ``paths`` was last submitted with.
+
+    Raises:
+        SubmitError: nothing was recorded and the sweep's submissions went to SLURM (a rerun must not run
+            its cells on the login node), so the profile must be named.
+    """
+    recorded = recorded_profile(paths.cluster)
+    if recorded is not None:
+        return recorded
+    executors = {str(r.get("executor")) for r in read_jsonl(paths.submissions)}
+    if executors - {"local"}:
+        raise SubmitError(
+            f"{paths.root}: this sweep was submitted to {', '.join(sorted(executors - {'local'}))} but its cluster "
+            f"profile is not recorded ({paths.cluster}); pass --cluster PROFILE"
+        )
+    return load_profile("local")
+
+
+def _rerun_caches(
+    manifest: Manifest, todo: list[int], profile: ClusterProfile, grid_file: str | Path | None
+) -> list[list[str]]:
+    """The prepare commands of the caches the cells at ``todo`` need and lack (SLURM), else check them (local)."""
+    from hpc.caches import check_caches, missing_caches, prepare_commands
+
+    datasets = {manifest.entry(i).spec.dataset for i in todo}
+    root = manifest.env.cache_root
+    if profile.executor != "slurm":
+        check_caches(datasets, root, str(manifest.paths.root))
+        return []
+    if not missing_caches(datasets, root):
+        return []
+    source = Path(grid_file or manifest.grid_file)
+    if not source.is_file():
+        raise SubmitError(
+            f"{manifest.paths.root}: the caches of {', '.join(sorted(datasets))} in {root} need rebuilding, "
+            f"but the grid file {source} that says where the native files are is gone; rerun with the grid path"
+        )
+    grid = load_grid(source, stage="lr" if is_search_sweep(manifest.paths.root) else "seeds")
+    return prepare_commands(grid, datasets, root)
 
 
 def _resolve(manifest: Manifest, prefix: str) -> int:
@@ -152,6 +193,8 @@ def _submit(
     dry_run: bool,
     prepare: Sequence[Sequence[str]] = (),
 ) -> SubmitReport:
+    if todo and not dry_run:
+        record_profile(manifest.paths.cluster, profile)
     skipped: dict[State, int] = {}
     for i, s in current.items():
         if i not in todo:

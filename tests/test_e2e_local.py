@@ -7,7 +7,7 @@ import pytest
 from analysis.tables import write_tables
 from geopeft.cache.build import prepare
 from geopeft.data.synthetic import write_sen1floods11
-from geopeft.io import read_json
+from geopeft.io import read_json, read_jsonl
 from hpc.demo import kill_one_running_cell
 from hpc.manifest import read_manifest
 from hpc.profiles import load_profile
@@ -37,7 +37,9 @@ def test_sweep_status_rerun_tables(tmp_path):
     prepare("sen1floods11", tmp_path / "raw", tmp_path / "cache", splits_dir=splits, progress=False)
     grid = tmp_path / "grid.yaml"
     grid.write_text(textwrap.dedent(GRID.format(root=tmp_path)))
-    profile = load_profile("local")
+    site = tmp_path / "workstation.toml"  # a profile of the user's own: reruns must remember it
+    site.write_text('executor = "local"\nmax_parallel = 2\ntime_limit_min = 30\n')
+    profile = load_profile(str(site))
 
     report = sweep(grid, profile)
     assert report.submitted == (0, 1, 2, 3) and len(report.job_ids) == 4
@@ -55,8 +57,9 @@ def test_sweep_status_rerun_tables(tmp_path):
     again = sweep(grid, profile, dry_run=True)  # done cells are skipped; the failed one would run again
     assert again.submitted == tuple(failed) and again.skipped == {State.DONE: 3}
 
-    redo = rerun(manifest.root, profile, which="failed")
+    redo = rerun(manifest.root, which="failed")  # no profile named: the one the sweep was submitted with
     assert redo.submitted == tuple(failed)
+    assert [r["profile"] for r in read_jsonl(manifest.paths.submissions)] == ["workstation", "workstation"]
     current = wait(manifest, poll_s=0.5, timeout_s=600)
     assert all(s.state is State.DONE for s in current.values()), render(manifest, current)
 

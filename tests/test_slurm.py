@@ -6,6 +6,7 @@ array subset. Nothing is mocked; the cluster must come up, or these tests fail.
 """
 
 import json
+import shutil
 import subprocess
 import textwrap
 import time
@@ -110,12 +111,13 @@ def test_scancelled_task_is_failed_and_rerun_submits_only_its_index(cluster, dat
     assert current[0].state is State.DONE, render(manifest, current)
     assert "failed:" in render(manifest, current)
 
-    redo = rerun(manifest.root, profile, which="failed")
-    assert redo.submitted == (victim,)
-    (script,) = redo.submission.scripts
-    assert f"#SBATCH --array={victim}%1" in script.text
+    shutil.rmtree(data / "cache" / "sen1floods11")  # lost since the sweep: the rerun rebuilds it first
+    redo = rerun(manifest.root, which="failed")  # no profile named: where the sweep went, never this machine
+    assert redo.submitted == (victim,) and redo.submission.prepare_job, "the missing cache needs a prepare job"
+    prep, script = redo.submission.scripts
+    assert prep.kind == "prepare" and f"#SBATCH --array={victim}%1" in script.text
     assert redo.job_ids == (f"{redo.job_ids[0].split('_')[0]}_{victim}",)
-    assert rerun(manifest.root, profile, which="failed").submitted == ()  # pending now: not submitted twice
+    assert rerun(manifest.root, which="failed").submitted == ()  # pending now: not submitted twice
     current = wait(manifest, poll_s=1.0, timeout_s=240)
     assert all(s.state is State.DONE for s in current.values()), render(manifest, current)
     starts = [a for a in read_attempts(manifest.paths.cell(manifest.entry(victim).cell_id)) if a["event"] == "start"]

@@ -5,6 +5,7 @@
     <root>/manifest.json            index -> cell id -> spec, plus the run environment
     <root>/submissions.jsonl        one line per submitted array (job ids, indices, executor)
     <root>/.lock                    held while a sweep or rerun submits
+    <root>/cluster.json             the cluster profile of the last submission (what ``rerun`` uses)
     <root>/submitit/%j/             submitit's own pickles and logs
     <root>/slurm/*.sbatch           the rendered scripts of every SLURM submission
     <root>/slurm/logs/              their logs; prepare-<job>.out and, once it succeeded, prepare-<job>.ok
@@ -39,6 +40,11 @@ class SweepPaths:
     def lock(self) -> Path:
         """Lock file held while submitting."""
         return self.root / ".lock"
+
+    @property
+    def cluster(self) -> Path:
+        """The cluster profile the sweep was last submitted with (``rerun`` uses it unless told otherwise)."""
+        return self.root / "cluster.json"
 
     @property
     def submitit_dir(self) -> Path:
