@@ -12,7 +12,7 @@ PY_FILES = sorted(
     p for d in ("src", "hpc", "analysis", "tests", "bench") for p in (ROOT / d).rglob("*.py") if ".venv" not in p.parts
 )
 # geopeft's layers: a module may import its own layer and lower ones only.
-LAYERS = {"data": 1, "cache": 2, "models": 3, "tuning": 4, "train": 5, "cell": 6}
+LAYERS = {"data": 1, "cache": 2, "models": 3, "tuning": 4, "train": 5, "cell": 6, "predict": 7}
 ANALYSIS_MAY_IMPORT = {"geopeft", "geopeft.result", "geopeft.io", "geopeft.paths", "geopeft.errors"}
 
 
