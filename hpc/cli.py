@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
 import typer
 
 from geopeft.errors import GeopeftError
+from hpc.predict import predict as predict_command
 
 if TYPE_CHECKING:
     from geopeft.spec import CellSpec
@@ -274,6 +275,7 @@ def run_cell(grid: Grid, index: int) -> None:
     CellTask(str(sweep_root(grid)))(index)
 
 
+app.command("predict")(_friendly(predict_command))  # options and cell choice in hpc/predict.py
 weights_app = typer.Typer(help="Pretrained weights: the catalogue, fetching files, verifying them.")
 app.add_typer(weights_app, name="weights")
 Names = Annotated[list[str] | None, typer.Argument(help="catalogue names; default: every name the grid needs")]
