@@ -181,6 +181,15 @@ def test_a_missing_band_is_one_error_naming_file_and_band(tmp_path, cell):
     assert list(tmp_path.iterdir()) == [scene]  # nothing written, not even a temporary file
 
 
+def test_a_truncated_scene_is_a_data_error_and_leaves_no_output(tmp_path, cell):
+    image, _ = scene_image(96, 96)
+    scene = write_scene(tmp_path / "cut.tif", image)  # no descriptions: the directory stays at the front
+    scene.write_bytes(scene.read_bytes()[: scene.stat().st_size // 2])
+    with pytest.raises(DataError, match=r"cut\.tif: reading failed, the file is truncated or corrupt"):
+        predict_scene(cell, scene, tmp_path / "out.tif", options=PredictOptions(**QUIET))
+    assert list(tmp_path.iterdir()) == [scene]
+
+
 def test_unnamed_bands_need_the_datasets_layout_or_bands(tmp_path, cell):
     image, _ = scene_image(40, 40)
     hls = [S2_BANDS.index(b) for b in cell.bands]
