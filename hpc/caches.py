@@ -105,9 +105,10 @@ def prepare_commands(
 
 
 def check_caches(datasets: Iterable[str], cache_root: str, where: str) -> None:
-    """Fail before submitting to a local executor when a dataset's cache is missing or unreadable."""
-    for dataset, missing in missing_caches(datasets, cache_root).items():
-        raise SubmitError(
-            f"{where}: no valid cache for {dataset} ({', '.join(missing)}) in {cache_root}; "
-            f"build it first: geopeft prepare {dataset} --raw RAW_DIR --cache {cache_root}"
-        )
+    """Fail before submitting to a local executor when a dataset's cache is missing or unreadable (all named)."""
+    missing = missing_caches(datasets, cache_root)
+    if not missing:
+        return
+    what = "; ".join(f"{dataset} ({', '.join(splits)})" for dataset, splits in missing.items())
+    build = " && ".join(f"geopeft prepare {d} --raw RAW_DIR --cache {cache_root}" for d in missing)
+    raise SubmitError(f"{where}: no valid cache for {what} in {cache_root}; build it first: {build}")

@@ -18,9 +18,7 @@ from geopeft.errors import GeopeftError
 from hpc.predict import predict as predict_command
 
 if TYPE_CHECKING:
-    from geopeft.spec import CellSpec
-    from hpc.profiles import ClusterProfile
-    from hpc.sweep import SubmitReport
+    pass
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 P = ParamSpec("P")
@@ -124,46 +122,20 @@ def models(
 @_friendly
 def sweep(grid: Grid, cluster: Cluster = "local", dry_run: bool = False, stage: Stage = "seeds") -> None:
     """Plan the grid and submit every cell not done, running or pending; returns at once."""
+    from hpc.plan_text import print_estimate, print_report
     from hpc.profiles import load_profile
     from hpc.sweep import sweep as submit
 
     profile = load_profile(cluster)
     report = submit(grid, profile, dry_run=dry_run, stage=stage)
-    _print_report(report, grid)
+    print_report(report, grid)
     if report.waiting:
         typer.echo(
             f"{len(report.waiting)} cells wait for their learning-rate search: "
             f"geopeft sweep {grid} --stage lr, then --stage seeds"
         )
     if dry_run:
-        _print_estimate(report, grid, profile, stage)
-
-
-def _print_estimate(report: SubmitReport, grid: Path, profile: ClusterProfile, stage: str) -> None:
-    """Array tasks per shape and expected hours (the paper's run times) of this stage and of a pending search."""
-    from analysis.labels import dataset_label, main_decoder, model_label, peft_label
-    from analysis.paper import REFERENCE_DIR
-    from hpc.estimate import estimate, format_estimate, read_paper_times
-    from hpc.grid import load_grid
-
-    times = read_paper_times(REFERENCE_DIR / "epoch_and_time.csv")
-
-    def labels(s: CellSpec) -> tuple[str, str, str]:
-        other = s.decoder.name != main_decoder(s.model.name)  # the ablations: no paper row of their own
-        return (
-            model_label(s.model.name, s.model.bands, s.model.metadata) + (f" +{s.decoder.name}" if other else ""),
-            peft_label(s.tuning.method),
-            dataset_label(s.dataset),
-        )
-
-    specs = [report.manifest.entry(i).spec for i in report.submitted]
-    for line in format_estimate(estimate(specs, profile, times, labels), f"stage {stage}, to submit"):
-        typer.echo(line)
-    if report.waiting and stage == "seeds":
-        search = load_grid(grid, stage="lr")
-        lr = estimate(search.cells, profile, times, labels)
-        for line in format_estimate(lr, f"stage lr (then {len(report.waiting)} waiting seeded cells)"):
-            typer.echo(line)
+        print_estimate(report, grid, profile, stage)
 
 
 @app.command()
@@ -213,6 +185,7 @@ def rerun(
     otherwise; missing caches are rebuilt as `sweep` builds them.
     """
     from hpc.grid import sweep_root
+    from hpc.plan_text import print_report
     from hpc.profiles import load_profile
     from hpc.sweep import rerun as resubmit
 
@@ -228,7 +201,7 @@ def rerun(
         dry_run=dry_run,
         grid_file=grid,
     )
-    _print_report(report, grid)
+    print_report(report, grid)
 
 
 @app.command()
@@ -357,39 +330,6 @@ def weights_verify(
         raise GeopeftError(f"--sha256 applies to one name; got {len(chosen)}: {', '.join(chosen)}")
     for name in chosen:
         typer.echo(f"{name}: sha256 {verify(name, where, sha256=sha256)} (recorded in its .sha256 sidecar)")
-
-
-SHOWN = 50  # cells and job ids listed in a report; more are counted
-
-
-def _print_report(report: SubmitReport, grid: Path) -> None:
-    skipped = ", ".join(f"{n} {s.value}" for s, n in sorted(report.skipped.items())) or "none"
-    verb = "would submit" if report.dry_run else "submitted"
-    typer.echo(
-        f"{report.manifest.name}: {verb} {len(report.submitted)} cells {list(report.submitted)}; skipped {skipped}"
-    )
-    if report.dry_run:
-        for i in report.submitted[:SHOWN]:
-            entry = report.manifest.entry(i)
-            typer.echo(f"  run [{i}] {entry.cell_id} {entry.spec.slug}")
-        if len(report.submitted) > SHOWN:
-            typer.echo(f"  ... and {len(report.submitted) - SHOWN} more")
-    if report.job_ids:
-        more = f" ... ({len(report.job_ids)} in all)" if len(report.job_ids) > SHOWN else ""
-        typer.echo(f"jobs: {', '.join(report.job_ids[:SHOWN])}{more}")
-    done = report.submission
-    if done.prepare_job:
-        typer.echo(f"cache-prepare job {done.prepare_job}; the arrays start after it succeeds (afterok)")
-    for script, line in zip(done.scripts, done.commands, strict=True):
-        typer.echo(f"$ {line}" + (f"  # indices {list(script.indices)[:SHOWN]}" if script.indices else ""))
-        if report.dry_run:
-            typer.echo("\n".join(f"    {d}" for d in script.directives))
-    if done.scripts:
-        typer.echo(
-            f"estimate (upper bound, time limit x resources): {done.gpu_hours:.1f} GPU-h, {done.cpu_hours:.1f} CPU-h"
-        )
-    if report.submitted and not report.dry_run:
-        typer.echo(f"follow with: geopeft status {grid}")
 
 
 def main(argv: list[str] | None = None) -> Any:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import itertools
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ import yaml
 
 from geopeft.errors import ConfigError, GeopeftError
 from geopeft.spec import CellSpec, RunEnv
+from hpc.keys import Origins, check_path, key_of, leaf_paths
 
 if TYPE_CHECKING:
     from hpc.stages import LrPlan
@@ -157,26 +159,43 @@ def expand(doc: Mapping[str, Any], where: str, plan: LrPlan | None = None) -> li
     overrides = _patterns(doc.get("overrides", []), f"{where}: overrides", with_set=True)
     excludes = _patterns(doc.get("exclude", []), f"{where}: exclude", with_set=False)
 
+    base = Origins()
+    for key, value in defaults.items():
+        base.record(key, f"defaults.{key}", value)
     cells: list[CellSpec] = []
     seen: dict[str, str] = {}
+    matched = [False] * len(overrides)
     names = list(axes)
     for combo in itertools.product(*(range(len(axes[n])) for n in names)):
         label = ", ".join(f"axes.{n}[{i}]" for n, i in zip(names, combo, strict=True))
         cell = copy.deepcopy(dict(defaults))
+        origins = base.copy()
         for n, i in zip(names, combo, strict=True):
             _merge(cell, n, axes[n][i], f"{where}: axes.{n}[{i}]")
+            origins.record(n, f"axes.{n}[{i}]", axes[n][i])
         if any(_matches(cell, pattern) for pattern in excludes):
             continue
         for k, (pattern, settings) in enumerate(overrides):
             if _matches(cell, pattern):
+                matched[k] = True
                 for dotted, value in settings.items():
                     _set(cell, dotted, value, f"{where}: overrides[{k}].set.{dotted}")
+                    origins.record(dotted, f"overrides[{k}].set.{dotted}", value)
+        for path in leaf_paths(cell):
+            check_path(path, f"{where}: {origins.of(path) or label}")
         for one in plan.cells(cell, label) if plan else [cell]:
-            spec = _to_spec(one, f"{where}: {label}")
+            spec = _to_spec(one, where, label, origins)
             if spec.cell_id in seen:
                 raise ConfigError(f"{where}: {label} repeats the cell of {seen[spec.cell_id]}; remove one of them")
             seen[spec.cell_id] = label
             cells.append(spec)
+    unmatched = [k for k, hit in enumerate(matched) if not hit]
+    if unmatched:
+        k = unmatched[0]
+        raise ConfigError(
+            f"{where}: overrides[{k}].where {dict(overrides[k][0])} matches no cell of the grid; fix its values "
+            "(they must equal a cell's, e.g. the model's registry name) or remove the override"
+        )
     if not cells:
         raise (plan and plan.empty_error()) or ConfigError(
             f"{where}: the grid expands to no cells; check axes and exclude"
@@ -184,24 +203,43 @@ def expand(doc: Mapping[str, Any], where: str, plan: LrPlan | None = None) -> li
     return cells
 
 
-def _to_spec(cell: dict[str, Any], where: str) -> CellSpec:
+def _to_spec(cell: dict[str, Any], where: str, label: str, origins: Origins | None = None) -> CellSpec:
+    """The spec of one expanded cell; a bad value is reported at the place in the file it came from."""
     for key in ("model", "dataset"):
         if key not in cell:
-            raise ConfigError(f"{where}: no '{key}' given in defaults or axes")
+            raise ConfigError(f"{where}: {label}: no '{key}' given in defaults or axes")
     cell.setdefault("tuning", {"method": "full"})
     cell.setdefault("decoder", {"name": "linear"})
     if "lr" not in cell.get("train", {}):
-        raise ConfigError(f"{where}: no learning rate; set train.lr in defaults, axes or overrides")
-    spec = CellSpec.from_dict(cell, where)
-    validate_spec(spec, where)
+        raise ConfigError(f"{where}: {label}: no learning rate; set train.lr in defaults, axes or overrides")
+    prefix = f"{where}: {label}"
+    try:
+        spec = CellSpec.from_dict(cell, prefix)
+        validate_spec(spec, prefix)
+    except ConfigError as exc:
+        found = key_of(exc, cell)
+        key = found or ""
+        origin = origins.of(key) if origins is not None and key else None
+        if origin is None:
+            raise ConfigError(f"{prefix}: {_strip(str(exc), prefix)}", key) from None
+        raise ConfigError(f"{where}: {origin}: {_strip(str(exc), prefix)} (in the cell {label})", key) from None
     return spec
+
+
+def _strip(message: str, prefix: str) -> str:
+    """The message without the cell prefix the validators put in front of it."""
+    while message.startswith(f"{prefix}: "):
+        message = message[len(prefix) + 2 :]
+    return message
 
 
 def validate_spec(spec: CellSpec, where: str) -> None:
     """Check names and options against the registries (dataset, backbone, decoder, tuning method, metadata, bands).
 
     A cell normalised with the study's statistics needs a non-zero published std for every band it reads
-    (``train_split`` statistics exist only once the cache is built; the cell checks them when it starts).
+    (``train_split`` statistics exist only once the cache is built; the cell checks them when it starts). A
+    tuning method that cannot tune the backbone (LoRA or VPT on a ResNet) is refused here, from the method's own
+    check. Errors carry the dotted key of the step that refused (:attr:`ConfigError.key`).
     """
     # Imported here: the registries pull in torch, which `geopeft status` never needs.
     from geopeft.data.bands import select_indices
@@ -211,19 +249,38 @@ def validate_spec(spec: CellSpec, where: str) -> None:
     from geopeft.models.build import validate as validate_model
     from geopeft.tuning.registry import validate_tuning
 
+    key = "dataset"
     try:
         info = get_dataset(spec.dataset, where=f"{where}: dataset")
+        key = "model.metadata"
         info.require_metadata(spec.model.metadata, where)
+        key = "model.name"
         validate_model(spec.model, spec.decoder, where=where)
         bands = resolve_bands(spec.model)
+        key = "model.bands"
         select_indices(info.bands, bands, f"{where}: model.bands of {spec.model.name} on dataset {spec.dataset}")
         if spec.train.normalisation == "study":
+            key = "train.normalisation"
             resolve("study", spec.dataset, bands, scale=info.scale, study=info.study_stats, where=where)
+        key = "tuning.method"
         validate_tuning(spec.tuning, where=where, backbone=spec.model.name)
-    except ConfigError:
-        raise
+    except ConfigError as exc:
+        raise ConfigError(str(exc), exc.key or _refine(key, str(exc))) from None
     except GeopeftError as exc:
-        raise ConfigError(f"{where}: {exc}") from exc
+        raise ConfigError(f"{where}: {exc}", key) from exc
+
+
+def _refine(step: str, message: str) -> str:
+    """The key of a step's error, made precise where its message says more (a decoder, an option, weights)."""
+    option = re.search(r" options? '?(\w+)", message)
+    if step == "model.name":
+        if "decoder" in message:
+            return f"decoder.options.{option.group(1)}" if option else "decoder.name"
+        if "weights" in message:
+            return "model.weights"
+    if step == "tuning.method" and option:
+        return f"tuning.options.{option.group(1)}"
+    return step
 
 
 def _merge(cell: dict[str, Any], axis: str, value: Any, where: str) -> None:
@@ -252,20 +309,15 @@ def _patterns(items: Any, where: str, *, with_set: bool) -> list[Any]:
             _check_keys(item, ("where", "set"), f"{where}[{i}]")
             _require_mapping(item.get("where", {}), f"{where}[{i}].where")
             _require_mapping(item.get("set"), f"{where}[{i}].set")
-            for dotted in [*item.get("where", {}), *item["set"]]:
-                _check_path(dotted, f"{where}[{i}]")
+            for part in ("where", "set"):
+                for dotted in item.get(part, {}):
+                    check_path(dotted, f"{where}[{i}].{part}")
             out.append((item.get("where", {}), item["set"]))
         else:
             for dotted in item:
-                _check_path(dotted, f"{where}[{i}]")
+                check_path(dotted, f"{where}[{i}]")
             out.append(item)
     return out
-
-
-def _check_path(dotted: str, where: str) -> None:
-    head = dotted.split(".", 1)[0]
-    if head not in AXES:
-        raise ConfigError(f"{where}: unknown key {dotted!r}; keys start with one of: {', '.join(AXES)}")
 
 
 def _get(cell: Mapping[str, Any], dotted: str) -> Any:

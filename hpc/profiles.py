@@ -129,6 +129,7 @@ class ClusterProfile:
 
     def __post_init__(self) -> None:
         where = f"cluster profile {self.name!r}"
+        self._check_types(where)
         if self.executor not in EXECUTORS:
             raise unknown_choice(f"executor in {where}", self.executor, EXECUTORS)
         for name in ("time_limit_min", "max_parallel", "max_array_size", "prepare_cpus", "prepare_time_min"):
@@ -145,6 +146,23 @@ class ClusterProfile:
                     f"{where}: shape[{i}] asks for GPUs but the profile is CPU-only (gpus_per_task = 0); "
                     "use a GPU profile or drop gpus_per_task from the shape"
                 )
+
+    def _check_types(self, where: str) -> None:
+        """Each key has its declared type: ``"30"`` is not an int, ``true`` is not a number, setup is strings."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "shape":
+                continue
+            if f.name == "setup":
+                if isinstance(value, str) or not all(isinstance(line, str) for line in value):
+                    raise ConfigError(
+                        f'{where}: setup must be a list of shell lines, e.g. setup = ["module load cuda"]'
+                    )
+            elif isinstance(f.default, bool) or not isinstance(f.default, int):
+                if not isinstance(value, str):
+                    raise ConfigError(f"{where}: {f.name} must be a string, got {value!r}")
+            elif not isinstance(value, int) or isinstance(value, bool):
+                raise ConfigError(f"{where}: {f.name} must be an integer, got {value!r} ({type(value).__name__})")
 
     @property
     def default_resources(self) -> Resources:

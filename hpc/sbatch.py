@@ -34,6 +34,8 @@ class Script:
         indices: manifest indices it runs (empty for ``prepare``).
         offset: manifest index = array task id + offset.
         resources: the shape of its cells (None for ``prepare``).
+        after: the ordinal, among the arrays of the same submission, of the array this one starts after
+            (``afterany``; -1 for none): with more arrays than ``max_parallel`` they run in that many lanes.
     """
 
     kind: str
@@ -42,6 +44,7 @@ class Script:
     indices: tuple[int, ...] = ()
     offset: int = 0
     resources: Resources | None = None
+    after: int = -1
 
     def task_id(self, index: int) -> int:
         """The array task id of manifest ``index``."""
@@ -91,6 +94,34 @@ def chunks(indices: Iterable[int], max_array_size: int) -> list[tuple[int, list[
     for i in sorted(indices):
         groups.setdefault(i // max_array_size * max_array_size, []).append(i)
     return sorted(groups.items())
+
+
+def throttles(sizes: Sequence[int], parallel: int) -> list[int]:
+    """The ``%P`` of each array of one submission, so that together they never run more than ``parallel`` tasks.
+
+    Up to ``parallel`` arrays share the cap in proportion to their sizes (largest remainder; at least 1, at most
+    its size each). With more arrays than that, each gets 1, and :func:`array_scripts` makes array ``j`` wait for
+    array ``j - parallel``.
+    """
+    n = len(sizes)
+    if n > parallel:
+        return [1] * n
+    if sum(sizes) <= parallel:
+        return list(sizes)
+    quotas = [parallel * size / sum(sizes) for size in sizes]
+    caps = [max(1, min(size, int(q))) for size, q in zip(sizes, quotas, strict=True)]
+    while sum(caps) > parallel:  # the floors of 1 pushed it over: take from the largest
+        caps[caps.index(max(caps))] -= 1
+    by_remainder = sorted(range(n), key=lambda i: quotas[i] - int(quotas[i]), reverse=True)
+    while sum(caps) < parallel:
+        grown = False
+        for i in by_remainder:
+            if caps[i] < sizes[i] and sum(caps) < parallel:
+                caps[i] += 1
+                grown = True
+        if not grown:
+            break
+    return caps
 
 
 def compact(indices: Sequence[int]) -> str:
@@ -168,28 +199,39 @@ class Context:
 
 
 def array_scripts(ctx: Context, profile: ClusterProfile, shapes: Mapping[Resources, list[int]]) -> list[Script]:
-    """One script per resource shape and MaxArraySize chunk."""
+    """One script per resource shape and MaxArraySize chunk; together they run at most ``max_parallel`` cells.
+
+    The cap holds across shapes and chunks (:func:`throttles`): each array gets its share as ``%P``, and with
+    more arrays than ``max_parallel`` each waits for the one ``max_parallel`` places before it.
+    """
+    parts = [
+        (shape_no, res, offset, part)
+        for shape_no, (res, indices) in enumerate(shapes.items())
+        for offset, part in chunks(indices, profile.max_array_size)
+    ]
+    caps = throttles([len(part) for *_, part in parts], profile.max_parallel)
+    lanes = profile.max_parallel
     out: list[Script] = []
-    for shape_no, (res, indices) in enumerate(shapes.items()):
+    for ordinal, ((shape_no, res, offset, part), cap) in enumerate(zip(parts, caps, strict=True)):
         template = "multinode" if res.multi_task else "array"
-        for offset, part in chunks(indices, profile.max_array_size):
-            name = f"{ctx.prefix}-shape{shape_no}-from{offset}.sbatch"
-            values = {
-                **ctx.common(profile, name),
-                "job_name": f"geopeft-{ctx.sweep}",
-                "array": array_spec([i - offset for i in part], profile.max_parallel),
-                "offset": str(offset),
-                "indices": compact(part),
-                "time": slurm_time(res.time_limit_min),
-                "nodes": str(res.nodes),
-                "tasks_per_node": str(res.tasks_per_node),
-                "ranks": str(res.nodes * res.tasks_per_node),
-                "cpus_per_task": str(res.cpus_per_task),
-                "signal_lead_s": str(profile.signal_lead_s),
-                "options": options(profile, res),
-            }
-            text = render(template, values)
-            out.append(Script(template, ctx.script_dir / name, text, tuple(part), offset, res))
+        name = f"{ctx.prefix}-shape{shape_no}-from{offset}.sbatch"
+        values = {
+            **ctx.common(profile, name),
+            "job_name": f"geopeft-{ctx.sweep}",
+            "array": array_spec([i - offset for i in part], cap),
+            "offset": str(offset),
+            "indices": compact(part),
+            "time": slurm_time(res.time_limit_min),
+            "nodes": str(res.nodes),
+            "tasks_per_node": str(res.tasks_per_node),
+            "ranks": str(res.nodes * res.tasks_per_node),
+            "cpus_per_task": str(res.cpus_per_task),
+            "signal_lead_s": str(profile.signal_lead_s),
+            "options": options(profile, res),
+        }
+        text = render(template, values)
+        after = ordinal - lanes if len(parts) > lanes and ordinal >= lanes else -1
+        out.append(Script(template, ctx.script_dir / name, text, tuple(part), offset, res, after))
     return out
 
 

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from geopeft.errors import SubmitError
@@ -79,6 +80,33 @@ def partitions(runner: Runner = run_command) -> list[str] | None:
         return None
     out = runner(["sinfo", "--noheader", "--format=%R"], clean_env())
     return sorted({line.strip() for line in out.splitlines() if line.strip()})
+
+
+@dataclass(frozen=True)
+class Node:
+    """What one node of a partition offers (``sinfo --Node``): CPUs, memory in MB and GPUs."""
+
+    name: str
+    cpus: int
+    mem_mb: int
+    gpus: int
+
+
+def partition_nodes(partition: str, runner: Runner = run_command) -> list[Node] | None:
+    """The nodes of ``partition`` (the default partition when empty); None when sinfo cannot tell."""
+    if runner is run_command and shutil.which("sinfo") is None:
+        return None
+    argv = ["sinfo", "--Node", "--noheader", "--format=%N|%c|%m|%G"] + (
+        ["--partition", partition] if partition else []
+    )
+    nodes: dict[str, Node] = {}
+    for line in runner(argv, clean_env()).splitlines():
+        parts = line.strip().split("|")
+        if len(parts) != 4 or not parts[1].isdigit() or not parts[2].rstrip("+").isdigit():
+            return None  # an answer we cannot read: no check rather than a wrong refusal
+        gpus = sum(int(m.group(1)) for m in re.finditer(r"gpu(?::[\w.-]+)?:(\d+)", parts[3]))
+        nodes[parts[0]] = Node(parts[0], int(parts[1]), int(parts[2].rstrip("+")), gpus)
+    return list(nodes.values()) or None
 
 
 def max_array_size(runner: Runner = run_command) -> int | None:

@@ -20,6 +20,7 @@ a SLURM job counts as alive. A prepare job succeeded when it left its marker (:m
 
 from __future__ import annotations
 
+import re
 import socket
 from dataclasses import dataclass, replace
 from enum import StrEnum
@@ -79,7 +80,8 @@ def latest_submissions(paths: SweepPaths, *, squeue: bool = True) -> dict[str, S
     prepare_of: dict[str, str] = {}  # cell id -> the prepare job its array waited for
     for record in read_jsonl(paths.submissions):
         dependency = str((record.get("array") or {}).get("dependency", ""))
-        prepare_job = dependency.removeprefix("afterok:") if dependency.startswith("afterok:") else ""
+        waited = re.search(r"afterok:(\d+)", dependency)  # the prepare job (beside any afterany lane)
+        prepare_job = waited.group(1) if waited else ""
         for cell_id, job in record["jobs"].items():
             out[cell_id] = Submitted(
                 record["time"], record["executor"], str(job["job_id"]), record["host"], job.get("pid_start")

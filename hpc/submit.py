@@ -9,9 +9,10 @@ MaxArraySize) runs before the first ``sbatch``, so bad input submits nothing.
 from __future__ import annotations
 
 import shlex
+import shutil
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,7 @@ class Submission:
         prepare_job: the cache-prepare job's id; empty without one.
         gpu_hours: upper bound of the GPU hours asked for (cells x GPUs x time limit).
         cpu_hours: the same for CPU core hours.
+        blockers: in a dry run, what would refuse the real submission (one message each).
     """
 
     job_ids: tuple[str, ...] = ()
@@ -52,6 +54,7 @@ class Submission:
     prepare_job: str = ""
     gpu_hours: float = 0.0
     cpu_hours: float = 0.0
+    blockers: tuple[str, ...] = ()
 
 
 def make_executor(manifest: Manifest, profile: ClusterProfile, code: Path | None = None) -> submitit.Executor:
@@ -92,9 +95,9 @@ def submit_indices(
     """
     if profile.executor == "slurm":
         return _submit_slurm(manifest, indices, profile, kind, prepare, dry_run, runner)
-    check_gpus(manifest, profile)
+    blockers = refusals(lambda: check_gpus(manifest, profile), dry_run)
     if not indices or dry_run:
-        return Submission()
+        return Submission(blockers=blockers)
     submitted_at = time.time()  # before the first task can start
     task = CellTask(str(manifest.root), profile.max_parallel)
     jobs = make_executor(manifest, profile, snapshot(manifest.root)).map_array(task, indices)
@@ -106,6 +109,31 @@ def submit_indices(
     return Submission(job_ids=tuple(job.job_id for job in jobs))
 
 
+def refusals(check: Callable[[], object], dry_run: bool) -> tuple[str, ...]:
+    """Run a check that refuses with a :class:`SubmitError`; a dry run gets the refusal back instead.
+
+    So a dry run on a machine without the data, weights or cluster still prints the whole plan, and lists what
+    blocks the real submission.
+    """
+    try:
+        check()
+    except SubmitError as exc:
+        if not dry_run:
+            raise
+        return (str(exc),)
+    return ()
+
+
+def check_submission(
+    manifest: Manifest, indices: Sequence[int], profile: ClusterProfile, runner: slurm.Runner = slurm.run_command
+) -> None:
+    """Every refusal :func:`submit_indices` would make, without submitting or writing anything."""
+    if profile.executor == "slurm":
+        check_slurm(manifest, profile, runner, indices)
+    else:
+        check_gpus(manifest, profile)
+
+
 def check_gpus(manifest: Manifest, profile: ClusterProfile) -> None:
     """Refuse CUDA cells on a CPU-only profile (its cells see no GPU), before anything is submitted."""
     if manifest.env.device == "cuda" and profile.gpus_per_task == 0:
@@ -115,14 +143,25 @@ def check_gpus(manifest: Manifest, profile: ClusterProfile) -> None:
         )
 
 
-def check_slurm(manifest: Manifest, profile: ClusterProfile, runner: slurm.Runner = slurm.run_command) -> None:
+def check_slurm(
+    manifest: Manifest,
+    profile: ClusterProfile,
+    runner: slurm.Runner = slurm.run_command,
+    indices: Sequence[int] = (),
+) -> None:
     """Refuse what the cluster cannot run, before anything is submitted.
 
     That is: CUDA cells on a CPU-only profile, an unknown partition (checked with ``sinfo`` where it
-    exists), a profile ``max_array_size`` above the cluster's MaxArraySize (``scontrol show config``).
+    exists), a profile ``max_array_size`` above the cluster's MaxArraySize (``scontrol show config``), and a
+    resource shape of the cells at ``indices`` (CPUs, GPUs, memory, nodes) that the partition's nodes cannot hold.
     """
     where = f"cluster profile {profile.name!r}"
     check_gpus(manifest, profile)
+    if runner is slurm.run_command and shutil.which("sbatch") is None:
+        raise SubmitError(
+            f"{where} submits to SLURM, but sbatch is not on this machine's PATH; run the sweep on a SLURM login "
+            "node (or --cluster local to run the cells here)"
+        )
     known = slurm.partitions(runner)
     if known is not None and profile.partition and profile.partition not in known:
         raise SubmitError(
@@ -135,6 +174,45 @@ def check_slurm(manifest: Manifest, profile: ClusterProfile, runner: slurm.Runne
             f"{where}: max_array_size = {profile.max_array_size} but the cluster's MaxArraySize is {limit}; "
             f"arrays would be refused; set max_array_size = {limit} so that sweeps are chunked below it"
         )
+    nodes = slurm.partition_nodes(profile.partition, runner)
+    if nodes is not None:
+        shapes = {profile.resources_for(manifest.entry(i).spec) for i in indices} if indices else set()
+        for resources in sorted(shapes | {profile.default_resources}, key=str):
+            check_fits(resources, nodes, profile)
+
+
+def check_fits(resources: Resources, nodes: Sequence[slurm.Node], profile: ClusterProfile) -> None:
+    """Refuse a resource shape that no node (or not enough nodes) of the partition can hold.
+
+    SLURM would accept such a job and leave it pending forever (``Reason=Resources``), or refuse it only at
+    ``sbatch`` time, after the prepare job was queued.
+    """
+    where = f"cluster profile {profile.name!r}"
+    partition = profile.partition or "the default partition"
+    per_node = {
+        "CPUs": (resources.tasks_per_node * resources.cpus_per_task, "cpus_per_task"),
+        "GPUs": (resources.tasks_per_node * resources.gpus_per_task, "gpus_per_task"),
+        "MB of memory": (resources.mem_gb * 1024, "mem_gb"),
+    }
+    fitting = [
+        n
+        for n in nodes
+        if n.cpus >= per_node["CPUs"][0] and n.gpus >= per_node["GPUs"][0] and n.mem_mb >= per_node["MB of memory"][0]
+    ]
+    if len(fitting) >= resources.nodes:
+        return
+    for what, (need, key) in per_node.items():
+        most = max(getattr(n, {"CPUs": "cpus", "GPUs": "gpus", "MB of memory": "mem_mb"}[what]) for n in nodes)
+        if need > most:
+            raise SubmitError(
+                f"{where}: a cell asks for {need} {what} per node ({key}, tasks_per_node = "
+                f"{resources.tasks_per_node}) but the largest node of {partition} has {most}; lower {key} "
+                "or use another partition"
+            )
+    raise SubmitError(
+        f"{where}: a cell asks for {resources.nodes} nodes but only {len(fitting)} node(s) of {partition} can "
+        f"hold its tasks; lower nodes or use another partition"
+    )
 
 
 def plan_scripts(
@@ -174,9 +252,9 @@ def _submit_slurm(
     dry_run: bool,
     runner: slurm.Runner,
 ) -> Submission:
-    check_slurm(manifest, profile, runner)
+    blockers = refusals(lambda: check_slurm(manifest, profile, runner, indices), dry_run)
     if not indices:
-        return Submission()
+        return Submission(blockers=blockers)
     scripts = plan_scripts(manifest, indices, profile, kind, prepare, write_code=not dry_run)
     gpu_h = sum(len(s.indices) * s.resources.gpus * s.resources.time_limit_min / 60 for s in scripts if s.resources)
     cpu_h = sum(
@@ -190,20 +268,21 @@ def _submit_slurm(
         if s.resources
     )
     if dry_run:
-        dep = f"afterok:{PREPARE_PLACEHOLDER}" if prepare else ""
-        lines = tuple(_line(s, dep if s.kind != "prepare" else "") for s in scripts)
-        return Submission(scripts=tuple(scripts), commands=lines, gpu_hours=gpu_h, cpu_hours=cpu_h)
+        prep = PREPARE_PLACEHOLDER if prepare else ""
+        lines = tuple(_line(s, _dependency(s, prep, [f"<array {i}>" for i in range(len(scripts))])) for s in scripts)
+        return Submission(scripts=tuple(scripts), commands=lines, gpu_hours=gpu_h, cpu_hours=cpu_h, blockers=blockers)
     for s in scripts:
         atomic_write_text(s.path, s.text)
         s.path.chmod(0o755)
         (s.path.parent / "logs").mkdir(exist_ok=True)
     prepare_job = ""
     job_ids: list[str] = []
+    arrays: list[str] = []  # the job ids of this submission's arrays, in order
     commands: list[str] = []
     git = git_state()
     for s in scripts:
         submitted_at = time.time()
-        dependency = f"afterok:{prepare_job}" if prepare_job and s.kind != "prepare" else ""
+        dependency = _dependency(s, prepare_job, arrays)
         commands.append(_line(s, dependency))
         job = slurm.sbatch(s.path, dependency=dependency, runner=runner)
         if s.kind == "prepare":
@@ -217,7 +296,18 @@ def _submit_slurm(
         array = {"job_id": job, "script": str(s.path), "offset": s.offset, "dependency": dependency}
         _record(manifest, profile, kind, submitted_at, cells, git, array=array)
         job_ids += [f"{job}_{s.task_id(i)}" for i in s.indices]
+        arrays.append(job)
     return Submission(tuple(job_ids), tuple(scripts), tuple(commands), prepare_job, gpu_h, cpu_h)
+
+
+def _dependency(script: Script, prepare_job: str, arrays: Sequence[str]) -> str:
+    """``afterok`` on the prepare job and ``afterany`` on the array this one queues behind (its lane)."""
+    if script.kind == "prepare":
+        return ""
+    parts = [f"afterok:{prepare_job}"] if prepare_job else []
+    if script.after >= 0:
+        parts.append(f"afterany:{arrays[script.after]}")
+    return ",".join(parts)
 
 
 def _line(script: Script, dependency: str) -> str:

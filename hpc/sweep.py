@@ -6,6 +6,7 @@ Done, running and pending cells are never submitted again.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -19,7 +20,7 @@ from hpc.manifest import Manifest, plan, read_manifest, write_manifest
 from hpc.profiles import ClusterProfile, load_profile, record_profile, recorded_profile
 from hpc.stages import is_search_sweep
 from hpc.state import CellState, State, cell_state, latest_submissions
-from hpc.submit import Submission, submit_indices
+from hpc.submit import Submission, check_submission, refusals, submit_indices
 
 RERUN_CHOICES = ("failed", "missing", "incomplete")
 
@@ -28,7 +29,8 @@ RERUN_CHOICES = ("failed", "missing", "incomplete")
 class SubmitReport:
     """What a sweep or rerun did (``submission``: scripts, sbatch lines, prepare job, GPU-hour estimate).
 
-    ``waiting`` names the cells held back until their learning-rate search is done (:mod:`hpc.stages`).
+    ``waiting`` names the cells held back until their learning-rate search is done (:mod:`hpc.stages`);
+    ``blockers`` (dry runs only) what would refuse the real submission: missing caches, weights, partitions.
     """
 
     manifest: Manifest
@@ -38,6 +40,7 @@ class SubmitReport:
     dry_run: bool
     submission: Submission = field(default_factory=Submission)
     waiting: tuple[str, ...] = ()
+    blockers: tuple[str, ...] = ()
 
 
 def states(manifest: Manifest) -> dict[int, CellState]:
@@ -59,25 +62,34 @@ def sweep(
     from hpc.weights import check_weights
 
     grid = load_grid(grid_file, stage=stage)
-    prepare = prepare_commands(grid) if profile.executor == "slurm" else []  # SLURM builds missing caches
-    if profile.executor != "slurm":
-        check_caches({c.dataset for c in grid.cells}, grid.env.cache_root, str(grid.path))
+    slurm = profile.executor == "slurm"
+    datasets = {c.dataset for c in grid.cells}
+    blockers: list[str] = []
+    prepare: list[list[str]] = []  # SLURM builds missing caches in a prepare job; locally they must exist
+    if slurm:
+        blockers += refusals(lambda: prepare.extend(prepare_commands(grid)), dry_run)
+    else:
+        blockers += refusals(lambda: check_caches(datasets, grid.env.cache_root, str(grid.path)), dry_run)
     paths = SweepPaths(grid.output)
-    with exclusive(paths.lock):
+    with contextlib.nullcontext() if dry_run else exclusive(paths.lock):  # a dry run writes nothing
         existing = read_manifest(paths.root) if paths.manifest.exists() else None
         manifest = plan(grid, existing)
+        current = states(manifest)
+        todo = [i for i, s in current.items() if s.state in (State.FAILED, State.MISSING)]
+        specs = [manifest.entry(i).spec for i in todo]
+        blockers += refusals(
+            lambda: check_weights(specs, grid.env.weights_root, str(grid.path), grid=grid.path), dry_run
+        )
+        blockers += refusals(lambda: check_submission(manifest, todo, profile), dry_run)  # before any write
         if not dry_run:
             write_manifest(manifest)
             if grid.plan is not None:
                 record(grid.stage, grid.plan.root, grid.plan.settings, grid.plan.new)
-        current = states(manifest)
-        todo = [i for i, s in current.items() if s.state in (State.FAILED, State.MISSING)]
-        if not dry_run:  # a dry run plans and prices the sweep before any weights are fetched
-            check_weights(
-                [manifest.entry(i).spec for i in todo], grid.env.weights_root, str(grid.path), grid=grid.path
-            )
         report = _submit(manifest, todo, current, profile, "sweep", dry_run, prepare)
-        return replace(report, waiting=tuple(grid.plan.waiting) if grid.plan else ())
+        every = (*blockers, *report.submission.blockers)
+        return replace(
+            report, waiting=tuple(grid.plan.waiting) if grid.plan else (), blockers=tuple(dict.fromkeys(every))
+        )
 
 
 def rerun(
@@ -110,7 +122,7 @@ def rerun(
     if which not in RERUN_CHOICES:
         raise ConfigError(f"unknown rerun selection {which!r}; allowed: {', '.join(RERUN_CHOICES)}")
     paths = SweepPaths(Path(root))
-    with exclusive(paths.lock):
+    with contextlib.nullcontext() if dry_run else exclusive(paths.lock):
         manifest = read_manifest(paths.root)
         profile = profile or submitted_profile(paths)
         current = states(manifest)
@@ -126,12 +138,15 @@ def rerun(
         if max_attempts:
             todo = [i for i in todo if current[i].attempts < max_attempts]
         prepare: list[list[str]] = []
+        blockers: list[str] = []
         if todo:
             from hpc.weights import check_weights
 
-            check_weights([manifest.entry(i).spec for i in todo], manifest.env.weights_root, str(paths.root))
-            prepare = _rerun_caches(manifest, todo, profile, grid_file)
-        return _submit(manifest, todo, current, profile, "rerun", dry_run, prepare)
+            specs = [manifest.entry(i).spec for i in todo]
+            blockers += refusals(lambda: check_weights(specs, manifest.env.weights_root, str(paths.root)), dry_run)
+            blockers += refusals(lambda: prepare.extend(_rerun_caches(manifest, todo, profile, grid_file)), dry_run)
+        report = _submit(manifest, todo, current, profile, "rerun", dry_run, prepare)
+        return replace(report, blockers=tuple(dict.fromkeys((*blockers, *report.submission.blockers))))
 
 
 def submitted_profile(paths: SweepPaths) -> ClusterProfile:
@@ -193,11 +208,11 @@ def _submit(
     dry_run: bool,
     prepare: Sequence[Sequence[str]] = (),
 ) -> SubmitReport:
-    if todo and not dry_run:
-        record_profile(manifest.paths.cluster, profile)
     skipped: dict[State, int] = {}
     for i, s in current.items():
         if i not in todo:
             skipped[s.state] = skipped.get(s.state, 0) + 1
     done = submit_indices(manifest, sorted(todo), profile, kind, prepare=prepare, dry_run=dry_run)
+    if todo and not dry_run:
+        record_profile(manifest.paths.cluster, profile)
     return SubmitReport(manifest, tuple(sorted(todo)), skipped, done.job_ids, dry_run, done)

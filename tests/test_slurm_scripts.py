@@ -6,6 +6,7 @@ tests/test_slurm.py.
 
 import os
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from geopeft.errors import SubmitError
 from hpc.grid import load_grid
 from hpc.manifest import plan
 from hpc.profiles import load_profile
-from hpc.sbatch import Context, array_scripts, array_spec, chunks, prepare_script
+from hpc.sbatch import Context, array_scripts, array_spec, chunks, prepare_script, throttles
 from hpc.submit import submit_indices
 
 GOLDEN = Path(__file__).parent / "golden" / "sbatch"
@@ -78,13 +79,14 @@ axes: {{dataset: [sen1floods11], seed: [0, 1, 2, 3, 4]}}
 class Cluster:
     """Answers sinfo and scontrol like the test cluster; records every sbatch."""
 
-    def __init__(self, partitions: str = "debug\n", max_array: int = 1001) -> None:
+    def __init__(self, partitions: str = "debug\n", max_array: int = 1001, nodes: str = "") -> None:
         self.partitions, self.max_array, self.sbatch, self.next_id = partitions, max_array, [], 100
+        self.nodes = nodes or "n1|2|22057|(null)\n"
 
     def __call__(self, argv, env):
         assert not any(k.startswith("SLURM_JOB") for k in env), "inherited job variables must be cleaned"
         if argv[0] == "sinfo":
-            return self.partitions
+            return self.nodes if "--Node" in argv else self.partitions
         if argv[0] == "scontrol":
             return f"ClusterName = ci\nMaxArraySize            = {self.max_array}\n"
         self.sbatch.append(list(argv))
@@ -118,7 +120,8 @@ def test_prepare_first_then_chunked_arrays_that_wait_for_it(tmp_path, monkeypatc
     assert [s.offset for s in done.scripts[1:]] == [0, 2, 4]
     assert done.job_ids == ("102_0", "102_1", "103_0", "103_1", "104_0")
     assert all(p.exists() for p in (tmp_path / "runs" / "slurm").glob("*.sbatch"))
-    assert "#SBATCH --array=0-1%2" in done.scripts[2].text and "+ 2))" in done.scripts[2].text
+    assert "#SBATCH --array=0-1%1" in done.scripts[2].text and "+ 2))" in done.scripts[2].text
+    assert [s.text.count("%1\n") for s in done.scripts[1:]] == [1, 1, 1]  # 3 arrays share max_parallel = 3
 
 
 @pytest.mark.parametrize(
@@ -127,6 +130,20 @@ def test_prepare_first_then_chunked_arrays_that_wait_for_it(tmp_path, monkeypatc
         ("auto", Cluster(partitions="gpu\nbooster\n"), "", "partition 'debug' is not on this cluster"),
         ("auto", Cluster(max_array=11), "max_array_size = 1001\n", "cluster's MaxArraySize is 11"),
         ("cuda", Cluster(), "", "env.device is cuda but cluster profile 'site' is CPU-only"),
+        (
+            "auto",
+            Cluster(),
+            "mem_gb = 64\n",
+            r"asks for 65536 MB of memory per node \(mem_gb.*largest node of debug has 22057",
+        ),
+        ("auto", Cluster(), "cpus_per_task = 2\ntasks_per_node = 2\n", r"asks for 4 CPUs per node \(cpus_per_task"),
+        ("auto", Cluster(), "gpus_per_task = 1\n", r"asks for 1 GPUs per node \(gpus_per_task.*has 0"),
+        (
+            "auto",
+            Cluster(nodes="g1|64|512000|gpu:a100:4(S:0-1)\ng2|64|512000|gpu:a100:4(S:0-1)\n"),
+            "gpus_per_task = 1\ntasks_per_node = 4\nnodes = 3\n",
+            r"asks for 3 nodes but only 2 node\(s\) of debug can hold its tasks",
+        ),
     ],
 )
 def test_refusals_submit_nothing(tmp_path, device, cluster, profile_text, message):
@@ -138,11 +155,11 @@ def test_refusals_submit_nothing(tmp_path, device, cluster, profile_text, messag
 
 def test_dry_run_lists_sbatch_lines_and_estimates_hours(tmp_path):
     cluster = Cluster()
-    profile = profile_file(tmp_path, "cpus_per_task = 4\ntime_limit_min = 90\n")
+    profile = profile_file(tmp_path, "cpus_per_task = 2\ntime_limit_min = 90\n")
     done = submit_indices(manifest(tmp_path), [1, 3], profile, "rerun", dry_run=True, runner=cluster)
     assert cluster.sbatch == [] and not (tmp_path / "runs" / "slurm").exists()
     assert done.commands[0].startswith("sbatch --parsable ") and "#SBATCH --array=1,3%2" in done.scripts[0].text
-    assert done.gpu_hours == 0 and done.cpu_hours == pytest.approx(2 * 4 * 1.5)
+    assert done.gpu_hours == 0 and done.cpu_hours == pytest.approx(2 * 2 * 1.5)
 
 
 def test_local_profiles_show_cells_their_gpus_and_refuse_cuda_without_any(tmp_path):
@@ -190,3 +207,35 @@ def test_local_cells_import_the_snapshot_of_their_submission(tmp_path):
     code = snapshot(m.root)
     job = make_executor(m, load_profile("local"), code).submit(lambda: __import__("geopeft").__file__)
     assert job.result() == str(code / "geopeft" / "__init__.py")
+
+
+@pytest.mark.parametrize(
+    ("sizes", "parallel"),
+    [([1001, 9], 64), ([3, 3, 3], 4), ([5, 1, 1, 1], 3), ([2, 2], 8), ([1] * 7, 3), ([10], 1), ([600, 5, 1], 2)],
+)
+def test_throttles_share_the_cap_across_arrays(sizes, parallel):
+    caps = throttles(sizes, parallel)
+    assert all(1 <= c <= s for c, s in zip(caps, sizes, strict=True))
+    if len(sizes) <= parallel:  # all at once, together within the cap, using all of it when there is work
+        assert sum(caps) == min(parallel, sum(sizes))
+    else:  # more arrays than the cap: one task each, in `parallel` lanes
+        assert caps == [1] * len(sizes)
+
+
+def test_max_parallel_caps_the_whole_sweep_not_each_chunk(tmp_path):
+    cluster = Cluster()  # 5 cells, MaxArraySize 1 -> 5 arrays; max_parallel 2 -> 2 lanes of %1 arrays
+    done = submit_indices(
+        manifest(tmp_path), [0, 1, 2, 3, 4], replace(profile_file(tmp_path, "max_array_size = 1\n"), max_parallel=2),
+        "sweep", prepare=[["prepare", "sen1floods11"]], runner=cluster,
+    )  # fmt: skip
+    _, *arrays = cluster.sbatch
+    assert all("%1" in s.text for s in done.scripts[1:])
+    deps = [next((a for a in argv if a.startswith("--dependency=")), "") for argv in arrays]
+    ids = [str(101 + n) for n in range(1, 6)]  # the prepare job is 101
+    assert deps[:2] == ["--dependency=afterok:101"] * 2
+    assert deps[2:] == [f"--dependency=afterok:101,afterany:{ids[n]}" for n in range(3)]
+    dry = submit_indices(
+        manifest(tmp_path), [0, 1, 2, 3, 4], replace(profile_file(tmp_path, "max_array_size = 1\n"), max_parallel=2),
+        "sweep", runner=cluster, dry_run=True,
+    )  # fmt: skip
+    assert "--dependency=afterany:<array 0>" in dry.commands[2]

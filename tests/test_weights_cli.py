@@ -11,6 +11,7 @@ from weights_fixtures import register_tiny_weights
 
 from geopeft.errors import SubmitError
 from geopeft.models.integrity import read_sidecar
+from hpc import caches as caches_module
 from hpc import sweep as sweep_module
 from hpc.cli import app
 from hpc.grid import load_grid
@@ -64,7 +65,7 @@ def test_grid_weights_key_and_default(tmp_path):
 @pytest.fixture
 def no_submit(monkeypatch):
     submitted: list[object] = []
-    monkeypatch.setattr(sweep_module, "check_caches", lambda grid: None)
+    monkeypatch.setattr(caches_module, "check_caches", lambda *args: None)
 
     def record(*args: object, **kwargs: object) -> Submission:
         submitted.append(args)

@@ -13,7 +13,17 @@ class GeopeftError(Exception):
 
 
 class ConfigError(GeopeftError, ValueError):
-    """A grid file, spec or option is invalid (unknown key, value out of range, ...)."""
+    """A grid file, spec or option is invalid (unknown key, value out of range, ...).
+
+    Args:
+        message: what is wrong and how to fix it.
+        key: the dotted spec key it is about (``train.lr``), when known: a grid error then names the place in
+            the file the value came from.
+    """
+
+    def __init__(self, message: str, key: str = "") -> None:
+        super().__init__(message)
+        self.key = key
 
 
 class DataError(GeopeftError):

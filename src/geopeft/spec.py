@@ -36,6 +36,16 @@ MATMUL_PRECISIONS = ("highest", "high", "medium")
 Options = tuple[tuple[str, Any], ...]
 
 
+def _is_number(value: Any) -> bool:
+    """A YAML number: an int or a float, never a bool (``lr: true`` is a typo, not 1.0)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _require_str(value: Any, key: str) -> None:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{key} must be a non-empty string, got {value!r}", key)
+
+
 def _options(value: Mapping[str, Any] | Options | None, where: str) -> Options:
     """Normalise an options mapping to a sorted tuple of pairs (hashable, canonical)."""
     if value is None:
@@ -70,6 +80,10 @@ class ModelSpec:
     metadata: tuple[str, ...] = field(default=(), metadata={"help": "subset of time, location; () = none"})
 
     def __post_init__(self) -> None:
+        _require_str(self.name, "model.name")
+        _require_str(self.weights, "model.weights")
+        if isinstance(self.bands, str) or not all(isinstance(b, str) and b for b in self.bands):
+            raise ConfigError(f"model.bands must be a list of band names, got {self.bands!r}", "model.bands")
         object.__setattr__(self, "bands", tuple(self.bands))
         object.__setattr__(self, "metadata", _metadata_kinds(self.metadata, self.name))
 
@@ -84,13 +98,16 @@ def _metadata_kinds(value: Any, model: str) -> tuple[str, ...]:
     if isinstance(value, str) or not isinstance(value, (list, tuple)):
         raise ConfigError(
             f"model {model}: metadata must be a list drawn from {', '.join(METADATA_KINDS)}, got {value!r}; "
-            "e.g. metadata: [time, location]"
+            "e.g. metadata: [time, location]",
+            "model.metadata",
         )
     unknown = [v for v in value if v not in METADATA_KINDS]
     if unknown:
         raise unknown_choice("model.metadata kind", unknown[0], METADATA_KINDS, f"model {model}")
     if len(set(value)) != len(value):
-        raise ConfigError(f"model {model}: metadata lists a kind twice ({list(value)}); give each once")
+        raise ConfigError(
+            f"model {model}: metadata lists a kind twice ({list(value)}); give each once", "model.metadata"
+        )
     return tuple(kind for kind in METADATA_KINDS if kind in value)
 
 
@@ -107,6 +124,7 @@ class TuningSpec:
     options: Options = field(default=(), metadata={"help": "method settings"})
 
     def __post_init__(self) -> None:
+        _require_str(self.method, "tuning.method")
         object.__setattr__(self, "options", _options(self.options, f"tuning {self.method}"))
 
     @property
@@ -128,6 +146,7 @@ class DecoderSpec:
     options: Options = field(default=(), metadata={"help": "decoder settings"})
 
     def __post_init__(self) -> None:
+        _require_str(self.name, "decoder.name")
         object.__setattr__(self, "options", _options(self.options, f"decoder {self.name}"))
 
     @property
@@ -173,14 +192,18 @@ class TrainSpec:
     matmul_precision: str = field(default="highest", metadata={"help": "highest | high | medium"})
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.lr, (int, float)) and self.lr > 0):
-            raise ConfigError(f"train.lr must be a positive number, got {self.lr!r}")
+        if not (_is_number(self.lr) and self.lr > 0):
+            raise ConfigError(f"train.lr must be a positive number, got {self.lr!r}", "train.lr")
         for name in ("batch_size", "max_epochs", "patience", "lr_patience"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"train.{name} must be a positive integer, got {value!r}")
-        if not 0 < self.lr_factor < 1:
-            raise ConfigError(f"train.lr_factor must lie in (0, 1), got {self.lr_factor!r}")
+                raise ConfigError(f"train.{name} must be a positive integer, got {value!r}", f"train.{name}")
+        if not (_is_number(self.lr_factor) and 0 < self.lr_factor < 1):
+            raise ConfigError(f"train.lr_factor must lie in (0, 1), got {self.lr_factor!r}", "train.lr_factor")
+        if not (_is_number(self.weight_decay) and self.weight_decay >= 0):
+            raise ConfigError(
+                f"train.weight_decay must be a number >= 0, got {self.weight_decay!r}", "train.weight_decay"
+            )
         if self.precision not in PRECISIONS:
             raise unknown_choice("train.precision", self.precision, PRECISIONS)
         if self.strategy not in STRATEGIES:
@@ -194,6 +217,8 @@ class TrainSpec:
         if self.matmul_precision not in MATMUL_PRECISIONS:
             raise unknown_choice("train.matmul_precision", self.matmul_precision, MATMUL_PRECISIONS)
         object.__setattr__(self, "lr", float(self.lr))
+        object.__setattr__(self, "lr_factor", float(self.lr_factor))
+        object.__setattr__(self, "weight_decay", float(self.weight_decay))
 
 
 @dataclass(frozen=True)
@@ -218,7 +243,8 @@ class CellSpec:
 
     def __post_init__(self) -> None:
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
-            raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}")
+            raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}", "seed")
+        _require_str(self.dataset, "dataset")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict (options as mappings)."""
@@ -295,8 +321,10 @@ class RunEnv:
             object.__setattr__(self, "weights_root", str(Path(self.cache_root).parent / "weights"))
         if self.device not in ("auto", "cpu", "cuda"):
             raise unknown_choice("env.device", self.device, ("auto", "cpu", "cuda"))
-        if self.num_workers < 0 or self.threads < 0:
-            raise ConfigError("env.num_workers and env.threads must be >= 0")
+        for name in ("num_workers", "threads"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ConfigError(f"env.{name} must be an integer >= 0, got {value!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict."""

@@ -6,13 +6,15 @@ the 600M model allocates no memory and draws no random numbers.
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import torch
+from torch import nn
 
 from geopeft.models.registry import backbone_names, get_backbone
 
-__all__ = ["CATALOG_IMG_SIZE", "BackboneRow", "backbone_table", "format_backbone_table"]
+__all__ = ["CATALOG_IMG_SIZE", "BackboneRow", "backbone_table", "format_backbone_table", "meta_backbone"]
 
 #: Chip size the backbones are built for when counting (a multiple of every patch size: 8, 14, 16).
 CATALOG_IMG_SIZE = 224
@@ -36,6 +38,17 @@ class BackboneRow(NamedTuple):
     depth: int
     patch_size: int
     bands: int
+
+
+@functools.cache
+def meta_backbone(name: str) -> nn.Module:
+    """The backbone ``name`` with its default bands on the ``meta`` device, built once per process.
+
+    What a plan-time check inspects (module types and names) without memory or random numbers; never train it.
+    """
+    info = get_backbone(name)
+    with torch.device("meta"):
+        return info.builder(bands=info.default_bands, img_size=CATALOG_IMG_SIZE)
 
 
 def backbone_table() -> list[BackboneRow]:

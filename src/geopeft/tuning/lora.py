@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from geopeft.errors import ConfigError
+from geopeft.models.catalog import meta_backbone
 from geopeft.models.segmentor import Segmentor
 from geopeft.tuning.registry import register_tuning
 
@@ -72,6 +73,14 @@ class LoraSettings:
                 "every backbone weight but its adapters, and a frozen LoRA backbone trains nothing; drop the "
                 "option, or use method linear_probe to train only the decoder"
             )
+
+    def check_backbone(self, name: str, where: str = "") -> None:
+        """Plan-time check that backbone ``name`` has a fused qkv Linear to adapt (:func:`find_layout`).
+
+        The backbone is inspected on the ``meta`` device, so a refused cell is refused before submission with
+        the same message training would give.
+        """
+        find_layout(meta_backbone(name), where)
 
 
 @dataclass(frozen=True)

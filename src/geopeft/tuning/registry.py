@@ -7,7 +7,7 @@ dataclass. :func:`validate_tuning` only parses the settings, so planning a sweep
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Protocol
 
 from torch import Tensor, nn
@@ -85,6 +85,11 @@ def register_tuning(name: str, spec_cls: type[Any]) -> Callable[[ApplyFn], Apply
 def tuning_names() -> list[str]:
     """Registered method names, in registration order."""
     return _METHODS.names()
+
+
+def tuning_option_names(method: str) -> list[str]:
+    """The option keys of ``method`` (its settings dataclass's fields); an unknown method raises."""
+    return [f.name for f in fields(_METHODS.get(method).settings_cls)]
 
 
 def tuning_settings(spec: TuningSpec, where: str = "") -> Any:

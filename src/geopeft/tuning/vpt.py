@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from geopeft.errors import ConfigError
+from geopeft.models.catalog import meta_backbone
 from geopeft.models.clay import ClayEncoder
 from geopeft.models.prithvi import PrithviViT
 from geopeft.models.segmentor import Segmentor
@@ -53,6 +54,10 @@ class VptSettings:
         p = self.dropout
         if not isinstance(p, (int, float)) or isinstance(p, bool) or not 0 <= p < 1:
             raise ConfigError(f"vpt option dropout must lie in [0, 1), got {p!r}")
+
+    def check_backbone(self, name: str, where: str = "") -> None:
+        """Plan-time check that backbone ``name`` can host prompts (:func:`prompt_hosts`, on the meta device)."""
+        prompt_hosts(meta_backbone(name), where)
 
 
 def vpt_init_bound(patch_size: int, embed_dim: int) -> float:
