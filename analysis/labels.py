@@ -14,11 +14,14 @@ Rules:
     * Metadata fed to the backbone is appended: ``Prithvi 2.0 300M TL +time +location``.
     * Backbones beyond the paper (tiny test models, 600M) get their own labels, ordered after the paper's;
       an unknown name is its own label.
+    * Method and decoder options are written out as the paper does: ``LoRA (r 4, α 4)``, never as JSON.
 """
 
 from __future__ import annotations
 
+import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -106,6 +109,32 @@ OOD_MIOU = "test ood mIoU"
 TOTAL_TIME = "total_time"  # minutes of wall time per run
 EPOCHS = "metrics.epoch"  # epochs trained (the epoch where training stopped)
 
+#: Decoder registry name -> its name in the paper (§5.4).
+DECODERS: dict[str, str] = {"linear": "Linear", "fcn": "FCN", "upernet": "UperNet", "unet": "UNet"}
+#: Option names as tables show them, in the order they are written (others follow, underscores as spaces).
+OPTION_LABELS: dict[str, str] = {"r": "r", "alpha": "α", "num_tokens": "tokens", "channels": "ch."}
+#: Setting columns of the tidy table as table headers show them.
+SETTING_LABELS: dict[str, str] = {
+    "model": "Model",
+    "method": "PEFT",
+    "decoder": "Decoder",
+    "bands": "Bands",
+    "weights": "Weights",
+    "metadata": "Metadata",
+    "tuning_options": "PEFT options",
+    "decoder_options": "Decoder options",
+    "lr": "LR",
+    "batch_size": "Batch",
+    "max_epochs": "Max. epochs",
+    "patience": "Patience",
+    "lr_patience": "LR patience",
+    "lr_factor": "LR factor",
+    "weight_decay": "Weight decay",
+    "precision": "Precision",
+    "strategy": "Strategy",
+    "activation_checkpointing": "Act. ckpt.",
+}
+
 #: The decoder of the paper's main runs: SMP's U-Net for the UNet baseline, the linear decoder elsewhere.
 MAIN_DECODERS: dict[str, str] = {"unet_resnet50": "unet"}
 DEFAULT_MAIN_DECODER = "linear"
@@ -180,3 +209,66 @@ def bands_label(bands: Any) -> str:
     if not names:
         return "default"
     return "HLS-6" if set(names) == set(HLS_BANDS) and len(names) == 6 else f"{len(names)} bands"
+
+
+def _options(options: Any) -> Mapping[str, Any]:
+    """Options as a mapping: JSON text (as in the tidy table) or a mapping; {} when missing."""
+    if _missing(options):
+        return {}
+    if isinstance(options, str):
+        options = json.loads(options)
+    return options if isinstance(options, Mapping) else {}
+
+
+def _option_value(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return "/".join(_option_value(v) for v in value)
+    return f"{value:g}" if isinstance(value, float) else str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def options_label(options: Any) -> str:
+    """Options (JSON text or a mapping) as prose: ``{"alpha": 4, "r": 4}`` -> ``r 4, α 4`` (rank first)."""
+    opts = _options(options)
+    first = list(OPTION_LABELS)
+    keys = sorted(opts, key=lambda k: (first.index(k) if k in first else len(first), k))
+    return ", ".join(f"{OPTION_LABELS.get(k, k.replace('_', ' '))} {_option_value(opts[k])}" for k in keys)
+
+
+def method_label(method: str, options: Any = None) -> str:
+    """A tuning method with its options, as tables show it: ``LoRA (r 4, α 4)``, or ``LoRA`` without options."""
+    text = options_label(options)
+    return f"{peft_label(method)} ({text})" if text else peft_label(method)
+
+
+def decoder_label(decoder: Any, options: Any = None) -> str:
+    """A decoder as the paper names it (``UperNet``), with its options when given; unknown names are their own."""
+    if _missing(decoder):
+        return "none"
+    text = options_label(options)
+    name = DECODERS.get(str(decoder), str(decoder))
+    return f"{name} ({text})" if text else name
+
+
+def metadata_label(metadata: Any) -> str:
+    """Metadata kinds fed to the backbone: ``time,location`` -> ``time + location``; ``none`` without."""
+    return " + ".join(_names(metadata)) or "none"
+
+
+def setting_label(column: str, value: Any) -> str:
+    """One setting of a cell (a tidy-table column) as a table cell shows it (``lr`` 0.001 -> ``1e-03``)."""
+    if column == "bands":
+        return bands_label(value)
+    if column == "metadata":
+        return metadata_label(value)
+    if column == "decoder":
+        return decoder_label(value)
+    if column == "method":
+        return peft_label(str(value))
+    if column in ("tuning_options", "decoder_options"):
+        return options_label(value) or "default"
+    if _missing(value):
+        return "default"
+    if isinstance(value, float) and column in ("lr", "weight_decay") and 0 < value < 0.01:
+        mantissa, exponent = f"{value:.2e}".split("e")
+        return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"  # 0.00025 -> 2.5e-4
+    return f"{value:g}" if isinstance(value, float) else str(value)

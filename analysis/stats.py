@@ -46,8 +46,9 @@ def _preference(level: str, value: Any) -> int:
         return len(MODEL_ORDER) + len(METHOD_ORDER) + 2
     if level == "Model":
         return MODEL_ORDER.index(value) if value in MODEL_ORDER else len(MODEL_ORDER)
-    if level == "PEFT":
-        return PEFT_ORDER.index(value) if value in PEFT_ORDER else len(PEFT_ORDER)
+    if level == "PEFT":  # a label with options, "LoRA (r 4, α 4)", sorts as its method
+        base = str(value).split(" (")[0]
+        return PEFT_ORDER.index(base) if base in PEFT_ORDER else len(PEFT_ORDER)
     if level == "method" and value in METHOD_ORDER:
         return METHOD_ORDER.index(value)
     if level == "method":

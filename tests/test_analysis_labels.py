@@ -9,6 +9,7 @@ import geopeft.tuning  # noqa: F401  (registers the tuning methods)
 from analysis.labels import (
     CSV_DATASET_ORDER,
     DATASETS,
+    DECODERS,
     EPOCH_TABLE_PEFT_ORDER,
     HLS_BANDS,
     MAIN_DECODERS,
@@ -19,10 +20,15 @@ from analysis.labels import (
     PEFT_ORDER,
     bands_label,
     dataset_label,
+    decoder_label,
     main_decoder,
+    metadata_label,
+    method_label,
     model_label,
+    options_label,
     paper_dataset_order,
     peft_label,
+    setting_label,
 )
 from analysis.paper import read_released
 from geopeft.data.bands import HLS_BANDS as GEOPEFT_HLS
@@ -79,3 +85,16 @@ def test_released_tables_read_back_byte_for_byte(tmp_path) -> None:
         from analysis.paper import REFERENCE_DIR
 
         assert frame.to_csv() == (REFERENCE_DIR / f"{name}.csv").read_text()
+
+
+def test_options_decoders_and_settings_read_as_prose() -> None:
+    assert set(DECODERS) <= set(decoder_names())
+    assert method_label("lora", '{"alpha": 4, "r": 4}') == "LoRA (r 4, α 4)"  # JSON as the tidy table holds it
+    assert method_label("vpt", {"dropout": 0.1, "num_tokens": 4}) == "VPT (tokens 4, dropout 0.1)"
+    assert method_label("full", None) == "Full FT" and method_label("full", "{}") == "Full FT"
+    assert options_label({"channels": [64, 32], "upsampling": 16}) == "ch. 64/32, upsampling 16"
+    assert decoder_label("upernet") == "UperNet" and decoder_label("unet", {"channels": [8, 4]}) == "UNet (ch. 8/4)"
+    assert metadata_label("time,location") == "time + location" and metadata_label(None) == "none"
+    assert setting_label("lr", 0.00025) == "2.5e-4" and setting_label("lr", 0.001) == "1e-3"
+    assert setting_label("bands", ",".join(HLS_BANDS)) == "HLS-6" and setting_label("batch_size", 4) == "4"
+    assert setting_label("tuning_options", None) == "default" and setting_label("weights", "none") == "none"
