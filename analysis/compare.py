@@ -6,8 +6,10 @@ paper, in the metric's unit), ``delta_std`` (delta / the paper's std over seeds)
 is more than :data:`FLAG_STDS` of the paper's stds. Rows the paper does not have (tiny demo models,
 backbones beyond the paper) keep their row with the paper's side empty, shown as an em-dash.
 
-:func:`comparison_latex` renders it: one row per (model, peft_type), one column per (metric, dataset),
-each cell ``$+1.23$ ($0.8\sigma$)``; flagged cells are bold with a dagger.
+:func:`comparison_latex` renders it: one row per (model, peft_type) the paper has numbers for, one column per
+(metric, dataset), each cell ``$+1.23$ ($0.8\sigma$)``; flagged cells are bold with a dagger. Backbones without
+any released number are named in the caption instead of filling rows with dashes; when no row is left, the table
+is one line that says so (:func:`unreleased_models`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import math
 import pandas as pd
 
 from analysis.labels import OOD_MIOU, TEST_MIOU, dataset_title, paper_dataset_order
-from analysis.latex import MISSING_CELL, render_table
+from analysis.latex import MISSING_CELL, escape_latex, render_table
 from analysis.paper import KEYS, read_released, released_layout
 
 #: |delta| above this many paper stds is flagged.
@@ -83,8 +85,41 @@ def format_delta(delta: float, delta_std: float, flagged: bool) -> str:
     return rf"\textbf{{{body}}}$^\dagger$" if flagged else body
 
 
+def unreleased_models(comparison: pd.DataFrame) -> list[str]:
+    """Our backbones (model labels) of which the released table has no number at all, in table order."""
+    has = comparison.groupby("model", sort=False)["paper_mean"].apply(lambda s: bool(s.notna().any()))
+    return [str(m) for m, released in has.items() if not released]
+
+
+def no_released_numbers(models: list[str]) -> str:
+    """The sentence that replaces a comparison without any released number (LaTeX)."""
+    names = ", ".join(escape_latex(m) for m in models)
+    return (
+        f"The authors released no number for {names} (backbones beyond the paper), so there is nothing to "
+        "compare with."
+    )
+
+
 def comparison_latex(comparison: pd.DataFrame, *, caption: str, label: str) -> str:
     """The comparison as a booktabs table (see the module docstring)."""
+    unreleased = unreleased_models(comparison)
+    if unreleased and len(unreleased) == comparison["model"].nunique():
+        lines = [
+            r"\begin{table}",
+            r"\centering",
+            rf"\caption{{{caption}}}",
+            rf"\label{{{label}}}",
+            r"\begin{tabular}{l}",
+            r"\toprule",
+            no_released_numbers(unreleased) + r" \\",
+            r"\bottomrule",
+            r"\end{tabular}",
+            r"\end{table}",
+        ]
+        return "\n".join(lines) + "\n"
+    if unreleased:
+        comparison = comparison[~comparison["model"].isin(unreleased)]
+        caption += f" Not in the paper, so left out: {', '.join(escape_latex(m) for m in unreleased)}."
     rows = list(dict.fromkeys(zip(comparison["model"], comparison["peft_type"], strict=True)))
     cols = list(dict.fromkeys(zip(comparison["metric"], comparison["dataset"], strict=True)))
     lookup = {(r["model"], r["peft_type"], r["metric"], r["dataset"]): r for r in comparison.to_dict("records")}

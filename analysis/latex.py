@@ -7,11 +7,16 @@ has none. Marks are computed on the numeric means, per column:
 * the best mean is bold (``\textbf``), the second best underlined (``\underline``);
 * means are compared at the printed precision, so cells that print the same mean are tied, and every
   tied cell gets the same mark (dense ranking: after a tie for best, the next lower mean is second);
-* a column with a single value gets only the bold mark; a column where all means tie is all bold.
+* marks need a choice: a column with fewer than two distinct printed means (one value, or all tied) has
+  none, so that a column of equal numbers is never all bold.
+
+:func:`decimals_needed` picks the decimals a column needs (two significant digits of its smallest mean),
+and :func:`drop_empty_columns` removes the column groups without any result (used outside the paper's
+fixed layouts).
 
 The table needs ``\usepackage{booktabs}`` and nothing else (multi-column headers use the core
 ``\multicolumn``; repeated row labels are blanked instead of using ``multirow``). Row and column labels
-are escaped for LaTeX (``prithvi_eo_v2_300`` -> ``prithvi\_eo\_v2\_300``); the caption is LaTeX and is
+are escaped for LaTeX (``a_b`` -> ``a\_b``, ``α`` -> ``$\alpha$``); the caption is LaTeX and is
 passed through as given, and so is the ``\label`` key (underscores are valid there).
 """
 
@@ -40,6 +45,10 @@ _LATEX_SPECIAL = {
     "}": r"\}",
     "~": r"\textasciitilde{}",
     "^": r"\textasciicircum{}",
+    "α": r"$\alpha$",
+    "σ": r"$\sigma$",
+    "±": r"$\pm$",
+    "×": r"$\times$",
 }
 
 
@@ -79,9 +88,26 @@ def column_marks(means: Sequence[float], decimals: int, higher_is_better: bool =
     """
     shown = [None if math.isnan(m) else _rounded(m, decimals) for m in means]
     distinct = sorted({s for s in shown if s is not None}, reverse=higher_is_better)
+    if len(distinct) < 2:
+        return [""] * len(shown)  # nothing to choose between
     best = distinct[0] if distinct else None
     second = distinct[1] if len(distinct) > 1 else None
     return ["" if s is None else "best" if s == best else "second" if s == second else "" for s in shown]
+
+
+def decimals_needed(means: Sequence[float], least: int = 1, most: int = 3) -> int:
+    """Decimals that show the smallest non-zero ``|mean|`` with two significant digits, within [least, most]."""
+    finite = [abs(m) for m in means if not math.isnan(m) and m != 0]
+    if not finite:
+        return least
+    need = 1 - math.floor(math.log10(min(finite)))  # 0.042 -> 3, 0.42 -> 2, 4.2 -> 1, 42 -> 0
+    return max(least, min(most, need))
+
+
+def drop_empty_columns(summary: pd.DataFrame) -> pd.DataFrame:
+    """A summary without the column groups (all but the ``stat`` level) where no row has a result (n 0)."""
+    empty = [key[:-1] for key in summary.columns if key[-1] == "n" and int(summary[key].sum()) == 0]
+    return summary.drop(columns=[c for c in summary.columns if c[:-1] in empty])
 
 
 def format_cell(mean: float, std: float, n: int, max_n: int, mark: str, decimals: int) -> str:
@@ -126,7 +152,7 @@ def latex_table(
     caption: str,
     label: str,
     higher_is_better: bool = True,
-    decimals: int = 1,
+    decimals: int | Sequence[int] = 1,
 ) -> str:
     r"""Render a summary as a booktabs LaTeX table (see the module docstring for marks, ties, missing cells).
 
@@ -135,7 +161,7 @@ def latex_table(
         caption: the caption, as LaTeX.
         label: the ``\label`` key, e.g. ``tab:miou``.
         higher_is_better: False when the smallest mean is best (loss, time, memory).
-        decimals: decimals of mean and std.
+        decimals: decimals of mean and std, for every column or one per column (mean column order).
 
     Returns:
         The ``table`` environment, ``\toprule``/``\midrule``/``\bottomrule`` included.
@@ -151,12 +177,15 @@ def latex_table(
     mean_arr, std_arr = means.to_numpy(dtype=float), stds.to_numpy(dtype=float)
     n_arr = ns.to_numpy(dtype="int64")
     max_n = int(n_arr.max())
+    places = [decimals] * means.shape[1] if isinstance(decimals, int) else list(decimals)
+    if len(places) != means.shape[1]:
+        raise GeopeftError(f"latex_table: {len(places)} decimals given for {means.shape[1]} columns")
     cells: list[list[str]] = [[] for _ in range(len(means))]
-    for j in range(means.shape[1]):
+    for j, places_j in enumerate(places):
         col_means = [float(v) for v in mean_arr[:, j]]
-        marks = column_marks(col_means, decimals, higher_is_better)
+        marks = column_marks(col_means, places_j, higher_is_better)
         for i, mark in enumerate(marks):
-            cells[i].append(format_cell(col_means[i], float(std_arr[i, j]), int(n_arr[i, j]), max_n, mark, decimals))
+            cells[i].append(format_cell(col_means[i], float(std_arr[i, j]), int(n_arr[i, j]), max_n, mark, places_j))
     return render_table(summary.index, cells, col_keys, caption=caption, label=label)
 
 

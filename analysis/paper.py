@@ -116,7 +116,8 @@ LAYOUTS: dict[str, Layout] = {
         EPOCH_TABLE_PEFT_ORDER,
         six_band_rows=True,
         ood_only=False,
-        caption=r"Training cost: wall time per run (minutes) and epochs trained, mean $\pm$ std over seeds. "
+        caption=r"Training cost: wall time per run (in the unit of the header) and epochs trained, mean $\pm$ std "
+        r"over seeds. "
         r"Least per column in bold, second underlined; \textemdash{}: no result.",
         decimals=1,
         higher_is_better=False,

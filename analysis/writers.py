@@ -15,12 +15,18 @@ Each table is written as a CSV (its numeric twin) and a LaTeX file, atomically, 
 
 A table that has nothing to show (no cell of the sweep fits it) is left out with a note; so is one whose
 cells cannot be told apart (two cells of one table cell share a seed): the note says why.
+
+The LaTeX uses the paper's labels only (:mod:`analysis.labels`; the CSVs keep the spec names of the ablations'
+decoders and metadata): the options of the methods of the main runs are a sentence of each caption
+(``Options: LoRA r 4, α 4.``), wall times below a minute are shown in seconds, decimals follow the numbers
+(:func:`~analysis.latex.decimals_needed`), and the tables beyond the released layouts drop the columns without
+any result.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from functools import partial
 from pathlib import Path
 
@@ -28,14 +34,32 @@ import pandas as pd
 
 from analysis.ablations import ABLATIONS, Ablation, ablation_summary
 from analysis.compare import COMPARED, compare, comparison_caption, comparison_latex
-from analysis.labels import PEFT_ORDER, dataset_title, order_key
-from analysis.latex import column_marks, latex_table, render_table
+from analysis.labels import (
+    DECODERS,
+    METHODS,
+    PEFT_ORDER,
+    dataset_title,
+    metadata_label,
+    options_label,
+    order_key,
+    peft_label,
+)
+from analysis.latex import (
+    column_marks,
+    decimals_needed,
+    drop_empty_columns,
+    escape_latex,
+    latex_table,
+    render_table,
+)
 from analysis.paper import LAYOUTS, cell_values, paper_stats, paper_summary, released_layout
 from analysis.robust import average_ranks, delta_to_full, iqm_bootstrap
 from geopeft.errors import GeopeftError
 from geopeft.io import atomic_write_text
 
 Written = dict[str, Path]
+#: The header of the wall-time columns of ``epoch_and_time`` (minutes), and the one when every run was shorter.
+MINUTES, SECONDS = "Time (min)", "Time (s)"
 
 
 def _write(out: Path, stem: str, csv: str, tex: str, written: Written) -> None:
@@ -72,17 +96,53 @@ def write_paper_tables(tidy: pd.DataFrame, out_dir: str | Path) -> tuple[Written
         stats = None
     else:
         stats = main_stats(values, notes)
+    note = options_note(values)
     if stats is not None:
         for name in LAYOUTS:
-            _attempt(name, notes, partial(_write_paper, stats, name, out, written))
+            _attempt(name, notes, partial(_write_paper, stats, name, out, written, note))
         for name in COMPARED:
             _attempt(f"compare_{name}", notes, partial(_write_comparison, stats, name, out, written))
-        _attempt("average_rank", notes, partial(_write_ranks, stats, out, written))
-        _attempt("delta_to_full_ft", notes, partial(_write_deltas, stats, out, written))
-        _attempt("iqm", notes, partial(_write_iqm, values, out, written))
+        _attempt("average_rank", notes, partial(_write_ranks, stats, out, written, note))
+        _attempt("delta_to_full_ft", notes, partial(_write_deltas, stats, out, written, note))
+        _attempt("iqm", notes, partial(_write_iqm, values, out, written, note))
     for ablation in ABLATIONS:
-        _attempt(ablation.name, notes, partial(_write_ablation, values, ablation, out, written))
+        _attempt(ablation.name, notes, partial(_write_ablation, values, ablation, out, written, note))
     return written, notes
+
+
+def options_note(values: pd.DataFrame) -> str:
+    """A caption sentence with the options of each method of the main runs (`` Options: LoRA r 4, α 4.``), LaTeX.
+
+    Empty when no method of the main runs has options.
+    """
+    main = values[values["main"]] if not values.empty else values
+    order = order_key(list(main["method"].dropna().astype(str)), tuple(METHODS)) if not main.empty else {}
+    parts = []
+    for method in sorted(order, key=order.__getitem__):
+        used = sorted({options_label(o) for o in main.loc[main["method"] == method, "tuning_options"]} - {""})
+        if used:
+            parts.append(f"{peft_label(method)} {' or '.join(used)}")
+    return escape_latex(f" Options: {'; '.join(parts)}.") if parts else ""
+
+
+def in_seconds_when_short(summary: pd.DataFrame) -> pd.DataFrame:
+    """``epoch_and_time``'s wall times in seconds (header :data:`SECONDS`) when every mean is below a minute."""
+    minutes = [c for c in summary.columns if c[0] == MINUTES]
+    means = [float(v) for c in minutes if c[-1] == "mean" for v in summary[c] if not math.isnan(float(v))]
+    if not means or max(means) >= 1.0:
+        return summary
+    out = summary.copy()
+    for c in minutes:
+        if c[-1] != "n":
+            out[c] = out[c] * 60.0
+    keys: list[tuple[Hashable, ...]] = [(SECONDS, *c[1:]) if c[0] == MINUTES else tuple(c) for c in out.columns]
+    out.columns = pd.MultiIndex.from_tuples(keys)
+    return out
+
+
+def _column_decimals(summary: pd.DataFrame, least: int) -> list[int]:
+    """:func:`~analysis.latex.decimals_needed` of every mean column of a summary."""
+    return [decimals_needed([float(v) for v in summary[c]], least) for c in summary.columns if c[-1] == "mean"]
 
 
 def main_stats(values: pd.DataFrame, notes: list[str]) -> pd.DataFrame | None:
@@ -94,14 +154,17 @@ def main_stats(values: pd.DataFrame, notes: list[str]) -> pd.DataFrame | None:
         return None
 
 
-def _write_paper(stats: pd.DataFrame, name: str, out: Path, written: Written) -> None:
+def _write_paper(stats: pd.DataFrame, name: str, out: Path, written: Written, note: str) -> None:
     layout = LAYOUTS[name]
+    summary = paper_summary(stats, name)
+    timed = name == "epoch_and_time"  # times and epochs: as many decimals as the numbers need
+    summary = in_seconds_when_short(summary) if timed else summary
     tex = latex_table(
-        paper_summary(stats, name),
-        caption=layout.caption,
+        summary,
+        caption=layout.caption + note,
         label=f"tab:{name}",
         higher_is_better=layout.higher_is_better,
-        decimals=layout.decimals,
+        decimals=_column_decimals(summary, layout.decimals) if timed else layout.decimals,
     )
     _write(out, name, released_layout(stats, name).to_csv(), tex, written)
 
@@ -112,16 +175,20 @@ def _write_comparison(stats: pd.DataFrame, name: str, out: Path, written: Writte
     _write(out, f"compare_{name}", comp.to_csv(index=False), tex, written)
 
 
-def _write_ablation(values: pd.DataFrame, ablation: Ablation, out: Path, written: Written) -> None:
+def _write_ablation(values: pd.DataFrame, ablation: Ablation, out: Path, written: Written, note: str) -> None:
     summary = ablation_summary(values, ablation)
-    if summary.empty:
+    shown = drop_empty_columns(summary)
+    if summary.empty or shown.shape[1] == 0:
         raise GeopeftError("no cell of the sweep fits this table")
+    for level, label in (("Decoder", lambda d: DECODERS.get(d, d)), ("Metadata", metadata_label)):
+        if level in shown.index.names:
+            shown = shown.rename(index=label, level=level)
     tex = latex_table(
-        summary,
-        caption=ablation.caption,
+        shown,
+        caption=ablation.caption + (note if "PEFT" in shown.index.names else ""),
         label=f"tab:{ablation.name}",
         higher_is_better=ablation.higher_is_better,
-        decimals=ablation.decimals,
+        decimals=_column_decimals(shown, ablation.decimals) if not ablation.higher_is_better else ablation.decimals,
     )
     _write(out, ablation.name, summary.to_csv(), tex, written)
 
@@ -142,7 +209,7 @@ def _columns_to_rows(columns: list[list[str]]) -> list[list[str]]:
     return [list(row) for row in zip(*columns, strict=True)]
 
 
-def _write_ranks(stats: pd.DataFrame, out: Path, written: Written) -> None:
+def _write_ranks(stats: pd.DataFrame, out: Path, written: Written, note: str) -> None:
     ranks = average_ranks(stats)
     if ranks.empty:
         raise GeopeftError("no result to rank")
@@ -157,31 +224,34 @@ def _write_ranks(stats: pd.DataFrame, out: Path, written: Written) -> None:
         _columns_to_rows(cols),
         [(str(m),) for m in wide.columns],
         caption=r"Average rank of each method within its backbone over the datasets (test mIoU; 1 = best, ties "
-        r"share their mean rank). Best per backbone in bold, second underlined.",
+        r"share their mean rank). Best per backbone in bold, second underlined." + note,
         label="tab:average_rank",
     )
     _write(out, "average_rank", ranks.to_csv(index=False), tex, written)
 
 
-def _write_deltas(stats: pd.DataFrame, out: Path, written: Written) -> None:
+def _write_deltas(stats: pd.DataFrame, out: Path, written: Written, note: str) -> None:
     deltas = delta_to_full(stats)
     if deltas.empty:
         raise GeopeftError("no backbone has both Full FT and another method")
-    cols = [_marked([float(v) for v in deltas[c]], 2, True, "{:+.2f}") for c in deltas.columns]
-    keys = [(dataset_title(str(c)) if c != "mean" else "Mean",) for c in deltas.columns]
+    shown = deltas.dropna(axis=1, how="all")  # datasets without any delta
+    if shown.empty:
+        raise GeopeftError("no dataset has both Full FT and another method of one backbone")
+    cols = [_marked([float(v) for v in shown[c]], 2, True, "{:+.2f}") for c in shown.columns]
+    keys = [(dataset_title(str(c)) if c != "mean" else "Mean",) for c in shown.columns]
     index = deltas.index.set_names(["Model", "PEFT"])
     tex = render_table(
         index,
         _columns_to_rows(cols),
         keys,
         caption=r"Test mIoU of each method minus full fine-tuning of the same backbone (percentage points); the "
-        r"mean is over the datasets with both. Best per column in bold, second underlined.",
+        r"mean is over the datasets with both. Best per column in bold, second underlined." + note,
         label="tab:delta_to_full_ft",
     )
     _write(out, "delta_to_full_ft", deltas.to_csv(), tex, written)
 
 
-def _write_iqm(values: pd.DataFrame, out: Path, written: Written) -> None:
+def _write_iqm(values: pd.DataFrame, out: Path, written: Written, note: str) -> None:
     table = iqm_bootstrap(values)
     if table.empty:
         raise GeopeftError("no run with a test mIoU")
@@ -199,7 +269,7 @@ def _write_iqm(values: pd.DataFrame, out: Path, written: Written) -> None:
         [("IQM",), ("95% CI",), ("runs / datasets",)],
         caption=r"Interquartile mean of test mIoU, min-max normalised per dataset over all runs, with 95\% "
         r"stratified-bootstrap confidence intervals (seeds resampled within each dataset; GEO-Bench). "
-        r"Best IQM in bold, second underlined.",
+        r"Best IQM in bold, second underlined." + note,
         label="tab:iqm",
     )
     _write(out, "iqm", table.to_csv(index=False), tex, written)

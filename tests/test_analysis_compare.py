@@ -8,7 +8,7 @@ import pytest
 from analysis_fixtures import synthesise_paper_sweep
 
 from analysis.collect import collect
-from analysis.compare import COLUMNS, compare, comparison_latex, format_delta
+from analysis.compare import COLUMNS, compare, comparison_latex, format_delta, unreleased_models
 from analysis.labels import OOD_MIOU, TEST_MIOU
 from analysis.latex import MISSING_CELL
 from analysis.paper import cell_values, paper_stats, read_released
@@ -42,16 +42,28 @@ def test_a_shifted_cell_is_flagged_in_paper_stds(stats) -> None:
     assert tex.count(r"$^\dagger$") == 1 and r"\textbf{$+" + f"{3 * std:.2f}" + r"$ ($+3.0\sigma$)}$^\dagger$" in tex
 
 
-def test_rows_the_paper_lacks_show_em_dashes(stats) -> None:
+def test_rows_the_paper_lacks_are_named_not_dashed(stats) -> None:
     renamed = stats.assign(model=stats["model"].replace({"Prithvi 2.0 300M": "Prithvi tiny"}))
     comp = compare(renamed, "peft_table")
     tiny = comp[comp["model"] == "Prithvi tiny"]
     assert len(tiny) == 25 and tiny["paper_mean"].isna().all() and tiny["ours_mean"].notna().all()
+    assert unreleased_models(comp) == ["Prithvi tiny"]
     tex = comparison_latex(comp, caption="c", label="tab:c")
-    line = next(line for line in tex.splitlines() if line.startswith("Prithvi tiny"))
-    assert line.count(MISSING_CELL) == 5
+    assert not any(line.startswith("Prithvi tiny") for line in tex.splitlines())  # no row of dashes
+    assert "Not in the paper, so left out: Prithvi tiny." in tex
+    assert any(line.startswith("Prithvi 1.0 100M") for line in tex.splitlines())
     assert format_delta(float("nan"), float("nan"), False) == MISSING_CELL
     assert format_delta(-0.5, -0.25, False) == r"$-0.50$ ($-0.2\sigma$)"
+
+
+def test_a_comparison_without_released_numbers_says_why(stats) -> None:
+    tiny = stats[stats["model"].isin(["Prithvi 2.0 300M", "Clay v1"])]
+    tiny = tiny.assign(model=tiny["model"].replace({"Prithvi 2.0 300M": "Prithvi tiny", "Clay v1": "Clay tiny"}))
+    comp = compare(tiny, "peft_table")
+    assert unreleased_models(comp) == ["Prithvi tiny", "Clay tiny"]  # in table order
+    tex = comparison_latex(comp, caption="c", label="tab:c")
+    assert MISSING_CELL not in tex and r"\toprule" in tex and r"\label{tab:c}" in tex
+    assert "released no number for Prithvi tiny, Clay tiny (backbones beyond the paper)" in tex
 
 
 def test_csv_twin_reads_back(stats, tmp_path: Path) -> None:

@@ -89,13 +89,15 @@ def test_ties_share_the_mark() -> None:
     assert col0 == [rf"\textbf{{80.0{PM}1.0}}"] * 2 + [rf"\underline{{75.0{PM}1.0}}", f"70.0{PM}1.0"]
     col1 = [rows[m][1] for m in "abcd"]
     assert col1 == [rf"\textbf{{90.0{PM}1.0}}"] + [rf"\underline{{85.0{PM}1.0}}"] * 2 + [f"1.0{PM}1.0"]
-    assert all(rows[m][2].startswith(r"\textbf{5.0") for m in "abcd")  # all tied: all bold
+    assert [rows[m][2] for m in "abcd"] == [f"5.0{PM}1.0"] * 4  # all tied: nothing to choose, no mark
 
 
 def test_ties_are_decided_at_the_printed_precision() -> None:
     assert column_marks([80.04, 79.96, 79.0], decimals=1) == ["best", "best", "second"]
     assert column_marks([80.04, 79.96, 79.0], decimals=2) == ["best", "second", ""]
-    assert column_marks([math.nan, 50.0, math.nan], decimals=1) == ["", "best", ""]
+    assert column_marks([math.nan, 50.0, math.nan], decimals=1) == ["", "", ""]  # one value: no choice
+    assert column_marks([8.0, 8.04, math.nan], decimals=1) == ["", "", ""]  # tied at the printed precision
+    assert column_marks([8.0, 8.04, 7.0], decimals=2, higher_is_better=False) == ["second", "", "best"]
     assert column_marks([math.nan, math.nan], decimals=1) == ["", ""]
 
 
