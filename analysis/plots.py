@@ -1,35 +1,80 @@
 """Figures of the report, each written as PDF and PNG (matplotlib, imported only when a figure is drawn).
 
-* ``radar_<model>``: one radar chart per backbone, one axis per dataset (test mIoU), one trace per method,
-  as in the paper's figure; each axis runs from the lowest to the highest mean of that backbone (both
+* ``radar``: one radar chart per backbone (three a row), one axis per dataset (test mIoU), one trace per
+  method, as in the paper's figure; each axis runs from the lowest to the highest mean of that backbone (both
   printed at the axis), so that methods are compared per dataset. A backbone needs results of at least
   two methods on at least three datasets for a radar; the notes name the ones left out.
-* ``bars``: test mIoU per (model, method), one panel per dataset, mean with the std over seeds as error bar.
-* ``memory_miou``: peak memory against test mIoU, one panel per dataset, one point per (model, method).
+* ``bars_<dataset>``: test mIoU per backbone (groups) and method (colours), mean with the std over seeds as
+  whiskers.
+* ``memory_miou``: peak memory against test mIoU, one panel per dataset, one point per (model, method): colour
+  per backbone, marker per method.
 
-Figures are drawn on :class:`matplotlib.figure.Figure` objects (no pyplot, no global backend state).
+Each figure comes with its caption, which says what is plotted, and the report section it belongs to
+(:class:`FigureFile`). Figures are drawn on :class:`matplotlib.figure.Figure` objects (no pyplot, no global
+backend state).
 """
 
 from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from analysis.labels import MODEL_ORDER, PEFT_ORDER, TEST_MIOU, dataset_title, order_key, paper_dataset_order
+from analysis.latex import escape_latex
 from analysis.paper import MEMORY_GB
 from geopeft.io import temporary_save_path
 
 if TYPE_CHECKING:
+    from matplotlib.artist import Artist
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
 #: Smallest number of datasets a radar chart is drawn for.
 MIN_RADAR_AXES = 3
 #: Radius of an axis's lowest value (so that the lowest trace stays visible).
 INNER = 0.2
+#: Marker of each method, in the paper's method order (others cycle through the rest).
+MARKERS = "osD^vP*X"
+
+
+@dataclass(frozen=True)
+class FigureFile:
+    """One figure written for the report.
+
+    Args:
+        path: the PDF (a PNG twin lies beside it).
+        caption: what is plotted, as LaTeX.
+        section: the report section it belongs under (``results``, ``cost``, ``curves``).
+        group: the sub-heading within the section (a dataset's title), "" for none.
+        height: the most it may take of the page's text height.
+    """
+
+    path: Path
+    caption: str
+    section: str
+    group: str = ""
+    height: float = 0.4
+
+
+def seeds_text(ns: list[int]) -> str:
+    """``2 seeds``, or ``2--5 seeds`` (LaTeX en dash) when the number differs between the points."""
+    counts = sorted({int(n) for n in ns if n > 0})
+    if not counts:
+        return "no seed"
+    if len(counts) == 1:
+        return f"{counts[0]} seed" + ("s" if counts[0] > 1 else "")
+    return f"{counts[0]}--{counts[-1]} seeds"
+
+
+def method_style(pefts: list[str]) -> dict[str, tuple[str, str]]:
+    """Colour and marker of each method label, fixed by the paper's method order (same in every figure)."""
+    order = order_key(pefts, PEFT_ORDER)
+    return {p: (f"C{order[p] % 10}", MARKERS[order[p] % len(MARKERS)]) for p in pefts}
 
 
 def slug(label: str) -> str:
@@ -56,17 +101,18 @@ def _means(stats: pd.DataFrame, metric: str) -> pd.DataFrame:
     )
 
 
-def radar_figure(stats: pd.DataFrame, model: str) -> Figure | None:
-    """The radar chart of one backbone, or None when it has results on fewer than three datasets."""
+def _radar_data(stats: pd.DataFrame, model: str) -> pd.DataFrame | None:
+    """Test mIoU means of one backbone in dataset order, or None with fewer than three datasets or two methods."""
     sub = _means(stats, TEST_MIOU)
     sub = sub[sub["model"] == model].sort_values("order")
-    datasets = list(dict.fromkeys(sub["dataset"]))
-    if len(datasets) < MIN_RADAR_AXES or sub["peft_type"].nunique() < 2:
+    if sub["dataset"].nunique() < MIN_RADAR_AXES or sub["peft_type"].nunique() < 2:
         return None
-    from matplotlib.figure import Figure
+    return sub
 
-    fig = Figure(figsize=(5.5, 5.5))
-    ax = fig.add_subplot(projection="polar")
+
+def _radar(ax: Axes, sub: pd.DataFrame, model: str, style: dict[str, tuple[str, str]]) -> None:
+    """One backbone's radar chart on a polar ``ax`` (see the module docstring)."""
+    datasets = list(dict.fromkeys(sub["dataset"]))
     angles = [2 * math.pi * i / len(datasets) for i in range(len(datasets))]
     lo = sub.groupby("dataset")["mean"].min()
     hi = sub.groupby("dataset")["mean"].max()
@@ -75,86 +121,130 @@ def radar_figure(stats: pd.DataFrame, model: str) -> Figure | None:
         span = float(hi[ds] - lo[ds])
         return 1.0 if span == 0 else INNER + (1 - INNER) * (value - float(lo[ds])) / span
 
-    pefts = order_key(list(sub["peft_type"]), PEFT_ORDER)
-    for peft, group in sorted(sub.groupby("peft_type", sort=False), key=lambda g: pefts[str(g[0])]):
+    for peft in style:
+        group = sub[sub["peft_type"] == peft]
         by_ds = dict(zip(group["dataset"], group["mean"], strict=True))
         points = [(a, radius(d, float(by_ds[d]))) for a, d in zip(angles, datasets, strict=True) if d in by_ds]
         if not points:
             continue
         closed = [*points, points[0]]
-        ax.plot([p[0] for p in closed], [p[1] for p in closed], marker="o", label=str(peft))
+        colour, marker = style[peft]
+        ax.plot([p[0] for p in closed], [p[1] for p in closed], marker=marker, color=colour, label=peft)
     ax.set_xticks(angles)
-    ax.set_xticklabels([f"{dataset_title(d)}\n{lo[d]:.1f}–{hi[d]:.1f}" for d in datasets], fontsize=8)
+    ax.set_xticklabels([f"{dataset_title(d)}\n{lo[d]:.1f}–{hi[d]:.1f}" for d in datasets], fontsize=7)
     ax.set_yticklabels([])
-    ax.tick_params(axis="x", pad=14)
+    ax.tick_params(axis="x", pad=10)
     ax.set_ylim(0, 1.05)
-    ax.set_title(model)
-    ax.legend(loc="upper right", bbox_to_anchor=(1.3, 1.1), fontsize=8)
-    return fig
+    ax.set_title(model, fontsize=10, pad=18)
 
 
-def bar_figure(stats: pd.DataFrame) -> Figure | None:
-    """Test mIoU mean ± std per (model, method), one panel per dataset; None without any result."""
-    sub = _means(stats, TEST_MIOU).sort_values("order")
-    datasets = list(dict.fromkeys(sub["dataset"]))
-    if not datasets:
+def radar_figure(stats: pd.DataFrame, models: list[str]) -> Figure | None:
+    """One radar chart per backbone of ``models`` (those with enough results), three a row; None without any."""
+    charts = [(m, sub) for m in models if (sub := _radar_data(stats, m)) is not None]
+    if not charts:
         return None
     from matplotlib.figure import Figure
 
-    rows = list(dict.fromkeys(zip(stats["model"], stats["peft_type"], strict=True)))
-    models = order_key([m for m, _ in rows], MODEL_ORDER)
-    pefts = order_key([p for _, p in rows], PEFT_ORDER)
-    rows.sort(key=lambda r: (models[r[0]], pefts[r[1]]))
-    fig = Figure(figsize=(max(4.0, 0.35 * len(rows) + 2), 2.6 * len(datasets)))
-    axes = fig.subplots(len(datasets), 1, squeeze=False)[:, 0]
-    for ax, ds in zip(axes, datasets, strict=True):
-        by_row = {
-            (m, p): (mu, sd)
-            for m, p, mu, sd in sub[sub["dataset"] == ds][["model", "peft_type", "mean", "std"]].itertuples(
-                index=False
-            )
-        }
-        heights = [by_row.get(r, (math.nan, math.nan))[0] for r in rows]
-        errors = [0.0 if math.isnan(by_row.get(r, (0.0, 0.0))[1]) else by_row.get(r, (0.0, 0.0))[1] for r in rows]
-        ax.bar(range(len(rows)), heights, yerr=errors, capsize=3, color="tab:blue")
-        ax.set_title(dataset_title(ds), fontsize=9)
-        ax.set_ylabel("test mIoU (%)")
-        finite = [h for h in heights if not math.isnan(h)]
-        ax.set_ylim(max(0.0, min(finite) - 5), min(100.0, max(finite) + 5))
-        ax.set_xticks(range(len(rows)))
-        ax.set_xticklabels([f"{m} / {p}" for m, p in rows], rotation=60, ha="right", fontsize=7)
+    pefts = list(dict.fromkeys(p for _, sub in charts for p in sub["peft_type"]))
+    style = method_style(sorted(pefts, key=order_key(pefts, PEFT_ORDER).__getitem__))
+    cols = min(3, len(charts))
+    rows = math.ceil(len(charts) / cols)
+    fig = Figure(figsize=(4.2 * cols + 1.6, 4.2 * rows))
+    for i, (model, sub) in enumerate(charts):
+        _radar(fig.add_subplot(rows, cols, i + 1, projection="polar"), sub, model, style)
+    handles, labels = fig.axes[0].get_legend_handles_labels()
+    for ax in fig.axes[1:]:  # every method once, in the paper's order
+        for h, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            if label not in labels:
+                handles.append(h)
+                labels.append(label)
+    order = sorted(range(len(labels)), key=lambda i: list(style).index(labels[i]))
+    fig.legend([handles[i] for i in order], [labels[i] for i in order], loc="center right", fontsize=8)
+    fig.tight_layout(rect=(0, 0, 1 - 1.5 / (4.2 * cols + 1.6), 1))
+    return fig
+
+
+def bar_figure(stats: pd.DataFrame, dataset: str) -> Figure | None:
+    """Test mIoU mean ± std on one dataset, bars grouped by backbone, one colour per method; None without any."""
+    sub = _means(stats, TEST_MIOU)
+    sub = sub[sub["dataset"] == dataset]
+    if sub.empty:
+        return None
+    from matplotlib.figure import Figure
+
+    models = sorted(dict.fromkeys(sub["model"]), key=order_key(list(sub["model"]), MODEL_ORDER).__getitem__)
+    pefts = sorted(dict.fromkeys(sub["peft_type"]), key=order_key(list(sub["peft_type"]), PEFT_ORDER).__getitem__)
+    style = method_style(pefts)
+    width = 0.8 / len(pefts)
+    fig = Figure(figsize=(min(11.0, 0.25 * len(models) * len(pefts) + 0.6 * len(models) + 3.0), 3.6))
+    ax = fig.add_subplot()
+    by_row = {(m, p): (mu, sd) for m, p, mu, sd in sub[["model", "peft_type", "mean", "std"]].itertuples(index=False)}
+    for j, peft in enumerate(pefts):
+        xs = [i + (j - (len(pefts) - 1) / 2) * width for i in range(len(models))]
+        cells = [by_row.get((m, peft), (math.nan, math.nan)) for m in models]
+        heights = [mu for mu, _ in cells]
+        errors = [0.0 if math.isnan(sd) else sd for _, sd in cells]
+        ax.bar(xs, heights, width=width, yerr=errors, capsize=2, color=style[peft][0], label=peft)
+    finite = [float(v) for v in sub["mean"]]
+    top = max(float(m + (0 if math.isnan(s) else s)) for m, s in zip(sub["mean"], sub["std"], strict=True))
+    ax.set_ylim(max(0.0, min(finite) - 5), min(100.0, top + 3))
+    ax.set_xticks(range(len(models)))
+    ax.set_xticklabels(models, rotation=20 if len(models) > 3 else 0, ha="right" if len(models) > 3 else "center")
+    ax.set_ylabel("test mIoU (%)")
+    ax.set_title(dataset_title(dataset), fontsize=10)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
     fig.tight_layout()
     return fig
 
 
 def memory_figure(values: pd.DataFrame) -> Figure | None:
-    """Peak memory (GB) against test mIoU per (model, method), one panel per dataset; None without data."""
+    """Peak memory (GB) against test mIoU per (model, method), one panel per dataset; None without such runs."""
     main = values[values["main"] & values[MEMORY_GB].notna() & values[TEST_MIOU].notna() & ~values["reused"]]
     if main.empty:
         return None
-    means = main.groupby(["dataset", "model", "peft_type"], sort=False)[[MEMORY_GB, TEST_MIOU]].mean().reset_index()
-    datasets = paper_dataset_order(list(means["dataset"]))
+    keys = ["dataset", "model", "peft_type"]
+    means = main.groupby(keys, sort=False)[[MEMORY_GB, TEST_MIOU]].mean().reset_index()
     from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
 
-    fig = Figure(figsize=(4.2 * len(datasets), 3.6))
-    axes = fig.subplots(1, len(datasets), squeeze=False)[0]
-    markers = "osD^vP*X"
-    pefts = list(dict.fromkeys(means["peft_type"]))
-    for ax, ds in zip(axes, datasets, strict=True):
-        for _, row in means[means["dataset"] == ds].iterrows():
-            marker = markers[pefts.index(row["peft_type"]) % len(markers)]
-            ax.scatter(row[MEMORY_GB], row[TEST_MIOU], marker=marker)
-            ax.annotate(f"{row['model']} / {row['peft_type']}", (row[MEMORY_GB], row[TEST_MIOU]), fontsize=6)
+    models = sorted(dict.fromkeys(means["model"]), key=order_key(list(means["model"]), MODEL_ORDER).__getitem__)
+    pefts = sorted(dict.fromkeys(means["peft_type"]), key=order_key(list(means["peft_type"]), PEFT_ORDER).__getitem__)
+    style = method_style(pefts)
+    datasets = paper_dataset_order(list(means["dataset"]))
+    cols = min(3, len(datasets))
+    rows = math.ceil(len(datasets) / cols)
+    fig = Figure(figsize=(3.9 * cols + 1.9, 3.0 * rows))
+    for i, ds in enumerate(datasets):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        on_ds = means[means["dataset"] == ds]
+        for model, peft, memory, miou in on_ds[["model", "peft_type", MEMORY_GB, TEST_MIOU]].itertuples(index=False):
+            ax.scatter(memory, miou, marker=style[peft][1], color=f"C{models.index(model) % 10}", s=30)
         ax.set_title(dataset_title(ds), fontsize=9)
-        ax.set_xlabel("peak memory (GB)")
-        ax.set_ylabel("test mIoU (%)")
-    fig.tight_layout()
+        ax.set_xlabel("peak memory (GB)", fontsize=8)
+        ax.set_ylabel("test mIoU (%)", fontsize=8)
+        ax.tick_params(labelsize=7)
+    handles: list[Artist] = [Patch(color=f"C{i % 10}", label=m) for i, m in enumerate(models)]  # colour: backbone
+    handles += [Line2D([], [], color="0.4", marker=style[p][1], linestyle="", label=p) for p in pefts]  # marker
+    fig.legend(handles=handles, loc="center right", fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1 - 1.8 / (3.9 * cols + 1.9), 1))
     return fig
+
+
+#: Caption templates, LaTeX (names in braces filled in per figure).
+CAPTIONS = {
+    "radar": r"Test mIoU (\%) of every method on each dataset, one chart per backbone ({models}). Each axis runs "
+    r"from the lowest to the highest mean of that backbone on the dataset (printed under its name); points: mean "
+    r"over {seeds}.",
+    "bars": r"Test mIoU (\%) by backbone and method, {dataset}; bars: mean over {seeds}, whiskers: std.",
+    "memory": r"Peak training memory (GB; peak RSS on CPU) against test mIoU (\%), one panel per dataset "
+    r"({datasets}); one point per backbone (colour) and method (marker), mean over {seeds}.",
+}
 
 
 def write_figures(
     stats: pd.DataFrame | None, values: pd.DataFrame, out_dir: str | Path
-) -> tuple[list[Path], list[str]]:
+) -> tuple[list[FigureFile], list[str]]:
     """Draw every figure into ``out_dir`` (created when missing).
 
     Args:
@@ -163,23 +253,43 @@ def write_figures(
         out_dir: where the PDF and PNG files go.
 
     Returns:
-        The PDF paths written (each has a PNG twin), and notes on figures left out.
+        The figures written (each PDF has a PNG twin), and notes on figures left out.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
     notes: list[str] = []
-    figures: list[tuple[str, Figure | None, str]] = []
+    text = CAPTIONS
+    figures: list[tuple[str, Figure | None, str, str, float]] = []  # stem, figure, caption, section, height
     if stats is not None:
+        miou = stats[(stats["metric"] == TEST_MIOU) & (stats["n"] > 0)]
         models = order_key(list(stats["model"]), MODEL_ORDER)
-        for model in sorted(dict.fromkeys(stats["model"]), key=models.__getitem__):
-            why = f"radar {model}: fewer than {MIN_RADAR_AXES} datasets or fewer than 2 methods with results"
-            figures.append((f"radar_{slug(str(model))}", radar_figure(stats, str(model)), why))
-        figures.append(("bars", bar_figure(stats), "bars: no test mIoU"))
-    figures.append(("memory_miou", memory_figure(values), "memory_miou: no run with both memory and test mIoU"))
-    for stem, fig, why in figures:
-        if fig is None:
-            notes.append(why)
-            continue
-        written.append(save_figure(fig, out, stem)[0])
+        ordered = sorted(dict.fromkeys(str(m) for m in stats["model"]), key=models.__getitem__)
+        for model in ordered:
+            if _radar_data(stats, model) is None:
+                notes.append(
+                    f"radar {model}: fewer than {MIN_RADAR_AXES} datasets or fewer than 2 methods with results"
+                )
+        charted = [m for m in ordered if _radar_data(stats, m) is not None]
+        names = ", ".join(escape_latex(m) for m in charted)
+        caption = text["radar"].format(
+            models=names, seeds=seeds_text(list(miou.loc[miou["model"].isin(charted), "n"]))
+        )
+        height = 0.45 if len(charted) <= 3 else 0.85
+        figures.append(("radar", radar_figure(stats, charted), caption, "results", height))
+        for ds in paper_dataset_order(list(miou["dataset"])):
+            seeds = seeds_text(list(miou.loc[miou["dataset"] == ds, "n"]))
+            caption = text["bars"].format(dataset=escape_latex(dataset_title(ds)), seeds=seeds)
+            figures.append((f"bars_{slug(ds)}", bar_figure(stats, ds), caption, "results", 0.4))
+    runs = values[values["main"] & values[MEMORY_GB].notna() & values[TEST_MIOU].notna() & ~values["reused"]]
+    titles = ", ".join(escape_latex(dataset_title(d)) for d in paper_dataset_order(list(runs["dataset"])))
+    counts = runs.groupby(["dataset", "model", "peft_type"]).size()
+    caption = text["memory"].format(datasets=titles, seeds=seeds_text(list(counts)))
+    height = 0.35 if runs["dataset"].nunique() <= 3 else 0.75
+    figures.append(("memory_miou", memory_figure(values), caption, "cost", height))
+    if runs.empty:
+        notes.append("memory_miou: no run with both memory and test mIoU")
+    written = []
+    for stem, fig, caption, section, height in figures:
+        if fig is not None:
+            written.append(FigureFile(save_figure(fig, out, stem)[0], caption, section, height=height))
     return written, notes

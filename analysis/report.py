@@ -1,12 +1,14 @@
 r"""``geopeft report``: one PDF with every table and figure of a sweep.
 
 :func:`build_report` writes every table (:func:`analysis.tables.write_all`) and figure
-(:func:`analysis.plots.write_figures`) into ``<sweep>/tables/``, then ``report.tex`` there, which
-``\input``\ s the tables and includes the figures. With LaTeX on the machine (``latexmk``, else
+(:func:`analysis.plots.write_figures`, :func:`analysis.curves.write_curves`) into ``<sweep>/tables/``, then
+``report.tex`` there (:mod:`analysis.document`), titled by the grid file's ``description`` and ``name``
+(:func:`sweep_title`), which ``\input``\ s the tables and includes the figures, each under its section; a
+comparison without any released number is a sentence that says so. With LaTeX on the machine (``latexmk``, else
 ``pdflatex`` run twice) it compiles ``report.pdf`` in a temporary directory and moves it into place; without
 it, the ``.tex`` is written and the message says how to compile it. The document needs only the Debian
 packages ``texlive-latex-base texlive-latex-recommended texlive-fonts-recommended`` (booktabs, geometry,
-graphicx, etoolbox, hyperref).
+graphicx, float, caption, hyperref).
 """
 
 from __future__ import annotations
@@ -18,11 +20,18 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
+import yaml
+
+from analysis.compare import no_released_numbers, unreleased_models
+from analysis.curves import write_curves
+from analysis.document import report_source
 from analysis.latex import escape_latex
 from analysis.plots import write_figures
 from analysis.tables import write_all
 from geopeft.errors import GeopeftError
-from geopeft.io import atomic_write_text
+from geopeft.io import atomic_write_text, read_json
+from geopeft.paths import SweepPaths
 
 #: How to get LaTeX where it is missing.
 INSTALL_HINT = (
@@ -31,27 +40,6 @@ INSTALL_HINT = (
 )
 #: Seconds one LaTeX run may take.
 LATEX_TIMEOUT_S = 300
-
-#: Sections of the report: title and the table files (stems) in order; missing ones are skipped.
-SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("The paper's tables", ("peft_table", "ood_table", "epoch_and_time")),
-    ("Comparison with the released numbers", ("compare_peft_table", "compare_ood_table")),
-    ("Statistics across datasets", ("average_rank", "delta_to_full_ft", "iqm")),
-    ("Ablations and cost", ("decoder", "metadata", "memory", "time")),
-    ("Every region", ("miou",)),
-)
-
-PREAMBLE = r"""\documentclass[10pt]{article}
-\usepackage[landscape,margin=1.5cm]{geometry}
-\usepackage{booktabs}
-\usepackage{graphicx}
-\usepackage{amsmath}
-\usepackage{etoolbox}
-\usepackage[hidelinks]{hyperref}
-\AtBeginEnvironment{tabular}{\footnotesize}
-\setcounter{totalnumber}{4}
-\setcounter{topnumber}{3}
-"""
 
 
 @dataclass(frozen=True)
@@ -71,30 +59,6 @@ class Report:
     message: str
     notes: tuple[str, ...]
     files: dict[str, Path]
-
-
-def report_source(title: str, summary: str, tables: list[str], figures: list[str], notes: list[str]) -> str:
-    """The LaTeX document: sections of the given table stems, then the figures (paths relative to the .tex)."""
-    parts = [PREAMBLE, f"\\title{{geopeft report: {escape_latex(title)}}}\n\\date{{\\today}}\n"]
-    parts.append("\\begin{document}\n\\maketitle\n\n" + summary + "\n")
-    if notes:
-        items = "\n".join(f"  \\item {escape_latex(n)}" for n in notes)
-        parts.append(f"\\paragraph{{Left out.}}\n\\begin{{itemize}}\n{items}\n\\end{{itemize}}\n")
-    for heading, stems in SECTIONS:
-        present = [s for s in stems if s in tables]
-        if present:
-            parts.append(f"\\clearpage\n\\section{{{heading}}}\n" + "".join(f"\\input{{{s}.tex}}\n" for s in present))
-    if figures:
-        parts.append("\\clearpage\n\\section{Figures}\n")
-        for i, fig in enumerate(figures):
-            caption = escape_latex(Path(fig).stem.replace("_", " "))
-            parts.append(
-                "\\begin{figure}[p]\n\\centering\n"
-                f"\\includegraphics[width=\\linewidth,height=0.8\\textheight,keepaspectratio]{{{fig}}}\n"
-                f"\\caption{{{caption}}}\n\\end{{figure}}\n" + ("\\clearpage\n" if i % 2 == 1 else "")
-            )
-    parts.append("\\end{document}\n")
-    return "\n".join(parts)
 
 
 def latex_command() -> list[str] | None:
@@ -140,13 +104,67 @@ def compile_pdf(tex: Path, command: list[str]) -> Path:
         shutil.rmtree(build, ignore_errors=True)
 
 
-def _summary(tables_status: dict[str, int], n_tables: int, n_figures: int) -> str:
-    cells = ", ".join(f"{n} {escape_latex(s)}" for s, n in sorted(tables_status.items()))
+def sweep_title(root: Path) -> tuple[str, str]:
+    """Title and subtitle of a sweep's report: from its grid file's ``description`` and ``name``.
+
+    The manifest names the sweep and its grid file; the grid file is looked for as written (an absolute path, or
+    relative to the working directory or to a folder above the sweep). Without a description the name is the
+    title; without a manifest, the folder's name.
+    """
+    manifest = SweepPaths(root).manifest
+    doc = read_json(manifest) if manifest.is_file() else {}
+    name = str(doc.get("name") or root.name) if isinstance(doc, dict) else root.name
+    grid = str(doc.get("grid_file") or "") if isinstance(doc, dict) else ""
+    description = ""
+    candidates = [Path(grid)] if Path(grid).is_absolute() else [Path.cwd() / grid, *(p / grid for p in root.parents)]
+    for path in candidates if grid else []:
+        if path.is_file():
+            try:
+                fields = yaml.safe_load(path.read_text())
+            except yaml.YAMLError:
+                break  # the grid changed into something unreadable: the manifest's name still titles it
+            description = str(fields.get("description") or "").strip() if isinstance(fields, dict) else ""
+            break
+    if not description:
+        return name, f"sweep {name}"
+    return description[:1].upper() + description[1:], f"sweep {name} ({grid})"
+
+
+def _summary(values: pd.DataFrame, status: dict[str, int], n_tables: int, n_figures: int) -> str:
+    cells = sum(status.values())
+    words = {"success": "successful"}
+    states = ", ".join(f"{n} {escape_latex(words.get(s, s))}" for s, n in sorted(status.items()))
+    own = values[~values["reused"]] if not values.empty else values
+    counts = [
+        (own[c].nunique(), w) for c, w in (("model", "backbone"), ("peft_type", "method"), ("dataset", "dataset"))
+    ]
+    counts.append((own["seed"].nunique(), "seed"))
+    grid = ", ".join(f"{n} {w}{'s' if n != 1 else ''}" for n, w in counts)
     return (
-        f"Cells: {cells}. {n_tables} tables and {n_figures} figures. Values are means over seeds "
-        r"(sample std, $n$ seeds); mIoU in percent; \textemdash{} marks a cell without a result. "
-        r"The paper's numbers are the authors' released CSVs (IBM/peft-geofm, \texttt{data/})."
+        f"The sweep has {cells} cells ({states}): {grid}. This report has {n_tables} tables and {n_figures} "
+        r"figures. Values are means over seeds $\pm$ their sample std; mIoU in percent; \textemdash{} marks a "
+        r"cell without a result; bold is the best and underlined the second best of a column. The paper's numbers "
+        r"are the authors' released CSVs (IBM/peft-geofm, \texttt{data/})."
     )
+
+
+def _blocks(out: Path, stems: list[str]) -> dict[str, str]:
+    r"""Each table's LaTeX in the report: its ``\input``, or a sentence for comparisons without a released number.
+
+    The sentence names every backbone the authors have no number for; the first such comparison holds it.
+    """
+    blocks = {stem: f"\\input{{{stem}.tex}}\n" for stem in stems}
+    empty: dict[str, list[str]] = {}
+    for stem in stems:
+        if stem.startswith("compare_") and (out / f"{stem}.csv").is_file():
+            comparison = pd.read_csv(out / f"{stem}.csv")
+            unreleased = unreleased_models(comparison)
+            if unreleased and len(unreleased) == comparison["model"].nunique():
+                empty[stem] = unreleased
+    for i, stem in enumerate(empty):
+        models = list(dict.fromkeys(m for names in empty.values() for m in names))
+        blocks[stem] = no_released_numbers(models) + "\n\n" if i == 0 else ""
+    return blocks
 
 
 def build_report(root: str | Path, *, compile_latex: bool = True) -> Report:
@@ -162,20 +180,23 @@ def build_report(root: str | Path, *, compile_latex: bool = True) -> Report:
     Raises:
         GeopeftError: the sweep has no cells, a result file is malformed, or LaTeX failed.
     """
+    root = Path(root).resolve()  # LaTeX runs in the tables directory: every path absolute
     tables = write_all(root)
     out = next(iter(tables.files.values())).parent
     figures, fig_notes = write_figures(tables.stats, tables.values, out / "figures")
-    files = {**tables.files, **{f"figures/{p.name}": p for p in figures}}
+    cells = tables.tidy.drop_duplicates("cell_id")
+    recorded = dict(zip(cells["cell_id"], [None if pd.isna(b) else int(b) for b in cells["best_epoch"]], strict=True))
+    curves, curve_notes = write_curves(root, tables.values, recorded, out / "figures")
+    figures += curves
+    files = {**tables.files, **{f"figures/{f.path.name}": f.path for f in figures}}
     stems = [p.stem for p in tables.files.values() if p.suffix == ".tex"]
-    notes = [*tables.notes, *fig_notes]
-    status = tables.tidy.drop_duplicates("cell_id")["status"].value_counts().to_dict()
-    source = report_source(
-        Path(root).resolve().name,
-        _summary({str(k): int(v) for k, v in status.items()}, len(stems), len(figures)),
-        stems,
-        [f"figures/{p.name}" for p in figures],
-        notes,
-    )
+    notes = [*tables.notes, *fig_notes, *curve_notes]
+    status = {str(k): int(v) for k, v in cells["status"].value_counts().items()}
+    title, subtitle = sweep_title(root)
+    blocks = _blocks(out, stems)
+    n_tables = sum(b.startswith("\\input") for b in blocks.values())
+    summary = _summary(tables.values, status, n_tables, len(figures))
+    source = report_source(title, subtitle, summary, blocks, figures, notes, out)
     tex = out / "report.tex"
     atomic_write_text(tex, source)
     command = latex_command() if compile_latex else None
