@@ -39,6 +39,14 @@ def _friendly(fn: Callable[P, R]) -> Callable[P, R]:
         except GeopeftError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
+        except OSError as exc:  # a read-only or full output folder, a file that vanished: one line naming it
+            if exc.filename is None:
+                raise
+            what = exc.strerror or type(exc).__name__
+            typer.echo(
+                f"error: {exc.filename}: {what}; check that the folder exists, is writable and has space", err=True
+            )
+            raise typer.Exit(2) from None
 
     return wrapper
 

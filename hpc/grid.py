@@ -30,7 +30,7 @@ import yaml
 
 from geopeft.errors import ConfigError, GeopeftError
 from geopeft.spec import CellSpec, RunEnv
-from hpc.keys import Origins, check_path, key_of, leaf_paths
+from hpc.keys import Origins, check_name, check_path, check_script_path, key_of, leaf_paths
 
 if TYPE_CHECKING:
     from hpc.stages import LrPlan
@@ -100,6 +100,8 @@ def load_grid(path: str | Path, *, stage: str = "seeds") -> Grid:
     for key in ("name", "output", "cache"):
         if not isinstance(doc.get(key), str):
             raise ConfigError(f"{where}: '{key}' is required and must be a string")
+    check_name(doc["name"], f"{where}: name")
+    check_script_path(str(Path(doc["output"]).resolve()), f"{where}: output")
     env_doc = doc.get("env", {})
     _require_mapping(env_doc, f"{where}: env")
     _check_keys(env_doc, ENV_KEYS, f"{where}: env")

@@ -130,6 +130,10 @@ class ClusterProfile:
     def __post_init__(self) -> None:
         where = f"cluster profile {self.name!r}"
         self._check_types(where)
+        if self.python:
+            from hpc.keys import check_script_path
+
+            check_script_path(self.python, f"{where}: python")
         if self.executor not in EXECUTORS:
             raise unknown_choice(f"executor in {where}", self.executor, EXECUTORS)
         for name in ("time_limit_min", "max_parallel", "max_array_size", "prepare_cpus", "prepare_time_min"):

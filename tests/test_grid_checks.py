@@ -146,3 +146,49 @@ def test_cluster_profiles_have_strict_types(tmp_path, line, says):
     path.write_text(f'executor = "slurm"\n{line}\n')
     with pytest.raises(ConfigError, match=rf"{path}: .*{__import__('re').escape(says)}"):
         load_profile(str(path))
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "says"),
+    [
+        ("output: {root}/runs", "output: '{root}/my runs'", "output: '{root}/my runs' has ' ', which SLURM scripts"),
+        ("output: {root}/runs", "output: '{root}/r%j'", "has '%'"),
+        ("output: {root}/runs", "output: '{root}/résultats'", "has 'é'"),
+        ("name: t", "name: 'my sweep'", "name: 'my sweep' cannot name files and SLURM jobs"),
+    ],
+)
+def test_names_and_paths_scripts_cannot_carry_are_refused_at_plan_time(tmp_path, old, new, says):
+    message = refused(tmp_path, old.format(root=tmp_path), new.format(root=tmp_path))
+    assert says.format(root=tmp_path) in message, message
+    assert not (tmp_path / "my runs").exists()
+
+
+def test_an_unwritable_output_folder_is_one_line_naming_it(tmp_path):
+    import subprocess
+
+    from typer.testing import CliRunner
+
+    from geopeft.cache.build import prepare
+    from geopeft.data.synthetic import write_sen1floods11
+    from hpc.cli import app
+
+    splits = write_sen1floods11(tmp_path / "raw", counts={"train": 2, "val": 1, "test": 1, "bolivia": 1}, size=16)
+    prepare("sen1floods11", tmp_path / "raw", tmp_path / "cache", splits_dir=splits, progress=False)
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("not a folder")
+    readonly = tmp_path / "ro"
+    readonly.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(readonly)], check=True)
+    try:
+        for output, why in (
+            (readonly / "runs", "Read-only file system"),
+            (a_file / "runs", "Not a directory"),
+        ):
+            path = grid_with(tmp_path, f"output: {tmp_path}/runs", f"output: {output}")
+            result = CliRunner().invoke(app, ["sweep", str(path)])
+            assert result.exit_code == 2, result.output
+            lines = result.output.strip().splitlines()
+            assert len(lines) == 1 and lines[0].startswith("error: ") and why in lines[0], result.output
+            assert "Traceback" not in result.output
+    finally:
+        subprocess.run(["umount", str(readonly)], check=True)
