@@ -8,7 +8,9 @@ Each function takes :func:`analysis.paper.cell_values` and returns a summary in 
   §5.4, whose backbones include Prithvi 2.0 300M-TL with time+location and Clay with its metadata);
 * metadata: test mIoU of full fine-tuning with the main decoder, per model and metadata fed (§5.5);
 * memory: peak accelerator memory (GB) of the main runs, per model and method (§5.6);
-* time: seconds per training epoch of the main runs, per model and method (§5.6).
+* time: seconds per training epoch of the main runs, per model and method (§5.6);
+* data_wait: the share of training step time spent waiting for the data loader, per model and method (ours: it
+  says whether a time or throughput figure measured the model or the file system).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from analysis.labels import FULL_FT, TEST_MIOU, dataset_title, main_decoder, paper_dataset_order
-from analysis.paper import EPOCH_TIME, MEMORY_GB
+from analysis.paper import DATA_WAIT, EPOCH_TIME, MEMORY_GB
 from analysis.stats import aggregate, check_seeds
 
 #: How the columns of :func:`analysis.paper.cell_values` are named in the LaTeX headers.
@@ -93,6 +95,15 @@ ABLATIONS = (
         EPOCH_TIME,
         _main,
         r"Seconds per training epoch (validation included), mean $\pm$ std over seeds. " + _LEAST,
+        decimals=1,
+        higher_is_better=False,
+    ),
+    Ablation(
+        "data_wait",
+        ("model", "peft_type"),
+        DATA_WAIT,
+        _main,
+        r"Share of training step time spent waiting for the data loader (\%), mean $\pm$ std over seeds. " + _LEAST,
         decimals=1,
         higher_is_better=False,
     ),

@@ -50,6 +50,7 @@ TRAIN_COLUMNS = (
     "time_per_epoch_s",
     "samples_per_s",
     "peak_memory_mb",
+    "data_wait_fraction",
     "device",
     "world_size",
 )
@@ -118,6 +119,7 @@ FLOAT_COLUMNS = (
     "time_per_epoch_s",
     "samples_per_s",
     "peak_memory_mb",
+    "data_wait_fraction",
 )
 
 
@@ -311,6 +313,8 @@ def collect(root: str | Path, manifest: Mapping[str, Any] | None = None) -> pd.D
         entries = [{"cell_id": cell_id} for cell_id in ids]
     cells = []
     for entry in entries:
+        if entry.get("in_grid", True) is False:
+            continue  # planned by an earlier version of the grid file: see outside_grid()
         spec = entry.get("spec")
         slug = entry.get("slug")
         cell_id = str(entry["cell_id"])
@@ -332,6 +336,21 @@ def collect(root: str | Path, manifest: Mapping[str, Any] | None = None) -> pd.D
     order = {cell.cell_id: i for i, cell in enumerate(cells)}
     rows.sort(key=lambda row: order[row["cell_id"]])  # stable: keeps region/metric order inside a cell
     return _typed(rows)
+
+
+def outside_grid(root: str | Path) -> list[str]:
+    """The cells with a result that the current grid no longer holds (slugs), which :func:`collect` leaves out.
+
+    The manifest is append-only: after a grid edit, cells of the earlier grid stay in it, marked ``in_grid:
+    false``. Their results stay on disk, but tables describe the grid as it is now.
+    """
+    sweep = SweepPaths(Path(root))
+    entries = _load_manifest(sweep, None) or []
+    return [
+        str(entry.get("slug") or entry["cell_id"])
+        for entry in entries
+        if entry.get("in_grid", True) is False and sweep.cell(str(entry["cell_id"])).result.exists()
+    ]
 
 
 def write_tidy(df: pd.DataFrame, out_dir: str | Path) -> list[Path]:

@@ -60,8 +60,8 @@ SECTIONS: tuple[Section, ...] = (
     ),
     Section(
         "Cost",
-        r"Wall time, epochs, memory and time per epoch of the main runs.",
-        ("epoch_and_time", "memory", "time"),
+        r"Wall time, epochs, memory, time per epoch and the share of it spent waiting for data, of the main runs.",
+        ("epoch_and_time", "memory", "time", "data_wait"),
         "cost",
     ),
     Section(

@@ -195,3 +195,24 @@ def body_rows_flat(tex: str) -> dict[str, list[str]]:
     rows = lines[lines.index(r"\midrule") + 1 : lines.index(r"\bottomrule")]
     cells = [[c.strip() for c in line.removesuffix(r"\\").split(" & ")] for line in rows]
     return {c[0]: c[1:] for c in cells}
+
+
+def test_cells_of_an_earlier_grid_are_left_out_and_named(tmp_path: Path) -> None:
+    import json
+    from dataclasses import replace
+
+    from analysis_fixtures import synthesise_paper_sweep, write_cell
+
+    from analysis.tables import write_all
+
+    specs = synthesise_paper_sweep(tmp_path)
+    old = replace(specs[0], train=replace(specs[0].train, lr=1e-3))  # the grid's learning rate before an edit
+    write_cell(tmp_path, old, {"test": 0.99}, 60.0, 3)
+    cells = [{"cell_id": s.cell_id, "slug": s.slug, "spec": s.to_dict(), "in_grid": True} for s in specs]
+    cells.append({"cell_id": old.cell_id, "slug": old.slug, "spec": old.to_dict(), "in_grid": False})
+    SweepPaths(tmp_path).manifest.write_text(json.dumps({"cells": cells}))
+    tables = write_all(tmp_path)
+    assert old.cell_id not in set(tables.tidy["cell_id"]) and specs[0].cell_id in set(tables.tidy["cell_id"])
+    assert "peft_table.tex" in tables.files, tables.notes  # the old cell does not knock out the paper tables
+    [note] = [n for n in tables.notes if n.startswith("left out 1 finished cell")]
+    assert old.slug in note and "no longer holds" in note

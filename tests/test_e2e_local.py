@@ -76,4 +76,4 @@ def test_sweep_status_rerun_tables(tmp_path):
 
     outputs = write_tables(manifest.root)
     tex = next(p for p in outputs.values() if p.suffix == ".tex").read_text()
-    assert "\\toprule" in tex and "lora" in tex and "full" in tex
+    assert "\\toprule" in tex and "LoRA" in tex and "Full FT" in tex

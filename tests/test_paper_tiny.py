@@ -62,6 +62,7 @@ TABLES = (
     "metadata",
     "memory",
     "time",
+    "data_wait",
 )
 
 
