@@ -1,6 +1,7 @@
 """Fixtures shared by several test modules."""
 
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,3 +17,13 @@ def cluster() -> str:
     if proc.returncode != 0:
         pytest.fail(f"{SLURM_CLUSTER} up failed (exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc.stdout
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The fault-injection suite's tally (tests/fault_suite.py), when any of its tests ran."""
+    suite = sys.modules.get("fault_suite")
+    if suite is None or not suite.TALLY.faults:
+        return
+    terminalreporter.section("fault injection")
+    for line in suite.TALLY.lines():
+        terminalreporter.write_line(line)

@@ -233,6 +233,7 @@ def fit(
                 on_preempt=on_preempt,
                 is_main=is_main,
                 owner_lost=data.owner_lost,
+                cell=paths.dir.name,
             )
             loss_sum, count, wait_s, step_s = all_reduce_sum(
                 [at.loss_sum + totals.loss_sum, at.seen + totals.seen, totals.wait_s, totals.step_s]

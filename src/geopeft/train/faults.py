@@ -11,19 +11,28 @@ local executor ``geopeft rerun`` resumes it. Outside training submitit's handler
 
 Test hooks (environment variables; never set them in production):
 
-- ``GEOPEFT_FAULT_AT=SIGNAL@EPOCH:STEP`` sends ``SIGNAL`` (``USR2`` or ``KILL``) to this process on rank 0 just
-  before optimiser step ``STEP`` (0-based) of epoch ``EPOCH`` (1-based);
+- ``GEOPEFT_FAULT_AT=SIGNAL@EPOCH:STEP`` sends ``SIGNAL`` (``USR2``, ``KILL``, ``STOP``, ...) to this process on
+  rank 0 just before optimiser step ``STEP`` (0-based) of epoch ``EPOCH`` (1-based), in every attempt;
+- ``GEOPEFT_FAULT_PLAN=FILE`` names a JSON file ``{cell_id: ["SIGNAL@EPOCH:STEP", ...]}``: each of a cell's faults is
+  sent once, by the first attempt that reaches its step, which first creates ``FILE.fired/<cell_id>-<n>.json``
+  (exclusively; it holds the pid) so that a requeued or rerun attempt does not send it again. The faults of one
+  SLURM array or local sweep can then differ per cell (``STOP`` freezes a cell at a known step for a fault from
+  outside: scancel, scontrol requeue, a full disk);
 - ``GEOPEFT_OOM_ABOVE=N`` raises ``torch.OutOfMemoryError`` before any forward pass of a micro-batch of more than
   ``N`` samples.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
 import subprocess
 import threading
+import time
 from collections.abc import Mapping
+from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any
 
@@ -32,6 +41,7 @@ import torch
 from geopeft.errors import CellFailed, ConfigError
 
 FAULT_AT = "GEOPEFT_FAULT_AT"
+FAULT_PLAN = "GEOPEFT_FAULT_PLAN"
 OOM_ABOVE = "GEOPEFT_OOM_ABOVE"
 
 
@@ -108,23 +118,63 @@ def requeue(env: Mapping[str, str] | None = None) -> str | None:
     return job
 
 
-def _fault_at(env: Mapping[str, str]) -> tuple[signal.Signals, int, int] | None:
-    value = env.get(FAULT_AT, "")
-    if not value:
-        return None
+def _parse_fault(value: str, where: str) -> tuple[signal.Signals, int, int]:
     try:
-        name, where = value.split("@")
-        epoch, step = (int(v) for v in where.split(":"))
+        name, at = value.split("@")
+        epoch, step = (int(v) for v in at.split(":"))
         return signal.Signals[f"SIG{name}"], epoch, step
     except (ValueError, KeyError):
-        raise ConfigError(f"{FAULT_AT}={value!r}: expected SIGNAL@EPOCH:STEP, e.g. USR2@2:1") from None
+        raise ConfigError(f"{where}: {value!r}: expected SIGNAL@EPOCH:STEP, e.g. USR2@2:1") from None
 
 
-def inject_fault(epoch: int, step: int, *, is_main: bool, env: Mapping[str, str] | None = None) -> None:
-    """Test hook: send the signal ``GEOPEFT_FAULT_AT`` names when (epoch, step) is reached on rank 0."""
-    fault = _fault_at(os.environ if env is None else env)
-    if fault is not None and is_main and fault[1:] == (epoch, step):
+def _fault_at(env: Mapping[str, str]) -> tuple[signal.Signals, int, int] | None:
+    value = env.get(FAULT_AT, "")
+    return _parse_fault(value, FAULT_AT) if value else None
+
+
+def fired_dir(plan: str | os.PathLike[str]) -> Path:
+    """Where the faults of a ``GEOPEFT_FAULT_PLAN`` file leave one record each as they are sent."""
+    return Path(f"{plan}.fired")
+
+
+def _planned(plan: str, cell: str, epoch: int, step: int) -> list[signal.Signals]:
+    """The signals of ``cell``'s planned faults at (epoch, step) not sent before; each recorded as sent."""
+    try:
+        entries = json.loads(Path(plan).read_text(encoding="utf-8")).get(cell, [])
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{FAULT_PLAN}={plan}: unreadable fault plan ({exc})") from None
+    out = []
+    for n, value in enumerate(entries):
+        signum, at_epoch, at_step = _parse_fault(str(value), f"{plan}: {cell}")
+        if (at_epoch, at_step) != (epoch, step):
+            continue
+        record = fired_dir(plan) / f"{cell}-{n}.json"
+        record.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(record, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            continue  # an earlier attempt sent it
+        fields = {"fault": value, "pid": os.getpid(), "host": socket.gethostname(), "time": time.time()}
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump({**fields, "slurm_job_id": os.environ.get("SLURM_JOB_ID")}, fh)
+        out.append(signum)
+    return out
+
+
+def inject_fault(
+    epoch: int, step: int, *, is_main: bool, cell: str = "", env: Mapping[str, str] | None = None
+) -> None:
+    """Test hook: send the signals ``GEOPEFT_FAULT_AT`` and ``GEOPEFT_FAULT_PLAN`` name for (epoch, step) on rank 0."""
+    env = os.environ if env is None else env
+    if not is_main:
+        return
+    fault = _fault_at(env)
+    if fault is not None and fault[1:] == (epoch, step):
         os.kill(os.getpid(), fault[0])
+    plan = env.get(FAULT_PLAN, "")
+    if plan and cell:
+        for signum in _planned(plan, cell, epoch, step):
+            os.kill(os.getpid(), signum)
 
 
 def inject_oom(micro_batch: int, env: Mapping[str, str] | None = None) -> None:

@@ -109,6 +109,7 @@ def train_epoch(
     on_preempt: OnPreempt,
     is_main: bool,
     owner_lost: Callable[[], bool] = lambda: False,
+    cell: str = "",
 ) -> EpochTotals:
     """Optimiser steps ``steps[0]`` to ``steps[1] - 1`` of ``epoch``; returns this rank's :class:`EpochTotals`.
 
@@ -123,7 +124,7 @@ def train_epoch(
     batches = iter(loader)
     loss_sum, seen, wait_s, step_s = 0.0, 0, 0.0, 0.0
     for step in range(*steps):
-        faults.inject_fault(epoch, step, is_main=is_main)
+        faults.inject_fault(epoch, step, is_main=is_main, cell=cell)
         bad: float | None = None  # a non-finite loss of this rank
         step_started = time.perf_counter()
         for micro in range(layout.accumulation):

