@@ -9,9 +9,11 @@ import os
 import signal
 
 import pytest
-from fault_suite import fired
+import torch
+from fault_suite import fill, fired, tmpfs
 
-from geopeft.errors import ConfigError
+from geopeft.errors import CheckpointError, ConfigError
+from geopeft.train import checkpoint
 from geopeft.train import faults as hooks
 
 
@@ -37,3 +39,13 @@ def test_each_planned_fault_is_sent_once_per_cell(tmp_path):
             hooks.inject_fault(3, 0, is_main=True, cell="abc", env=env)
     finally:
         signal.signal(signal.SIGUSR1, previous)
+
+
+def test_a_checkpoint_write_on_a_full_disk_names_the_cause_and_keeps_the_previous_one(tmp_path, request):
+    disk = tmpfs(request, tmp_path / "ckpt", "1m")
+    checkpoint.save(disk / "last.pt", {"epoch": 1})
+    fill(disk)
+    with pytest.raises(CheckpointError, match=r"last.pt: cannot be written \(No space left on device\)"):
+        checkpoint.save(disk / "last.pt", {"epoch": 2, "weights": torch.zeros(100_000)})
+    assert checkpoint.load(disk / "last.pt") == {"epoch": 1}
+    assert sorted(p.name for p in disk.iterdir()) == ["ballast", "last.pt"]  # no temporary file left

@@ -1,15 +1,17 @@
 """Checkpoints: the best weights for testing, and the full training state for resuming a cell.
 
-Both are written through :func:`geopeft.io.temporary_save_path`, so a kill during a save leaves the
-previous checkpoint intact. The training state holds everything needed to continue bit-for-bit:
+Both are written through :func:`geopeft.io.temporary_save_path`, so a kill during a save, or a full disk, leaves
+the previous checkpoint intact; a write that fails says why (``No space left on device``), not torch's position
+mismatch. The training state holds everything needed to continue bit-for-bit:
 model, optimiser, scheduler, early-stopping state, epoch and every RNG state.
 """
 
 from __future__ import annotations
 
+import errno
 import random
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, BinaryIO, cast
 
 import numpy as np
 import torch
@@ -18,10 +20,45 @@ from geopeft.errors import CheckpointError
 from geopeft.io import temporary_save_path
 
 
+class _Writer:
+    """The file torch writes into: it remembers the ``OSError`` torch's own error would hide."""
+
+    def __init__(self, fh: BinaryIO) -> None:
+        self.fh = fh
+        self.error: OSError | None = None
+
+    def write(self, data: bytes) -> int:
+        view = memoryview(data)
+        try:
+            while view:
+                written = self.fh.write(view)
+                if not written:
+                    raise OSError(errno.EIO, "the file took no bytes")
+                view = view[written:]
+        except OSError as exc:
+            self.error = exc
+            raise
+        return len(data)
+
+    def flush(self) -> None:
+        self.fh.flush()
+
+
 def save(path: Path, payload: dict[str, Any]) -> None:
-    """``torch.save`` ``payload`` atomically."""
-    with temporary_save_path(path) as tmp:
-        torch.save(payload, tmp)
+    """``torch.save`` ``payload`` atomically.
+
+    Raises:
+        CheckpointError: the file could not be written (full disk, quota, I/O error); the previous one is intact.
+    """
+    with temporary_save_path(path) as tmp, open(tmp, "wb", buffering=0) as fh:
+        writer = _Writer(fh)
+        try:
+            torch.save(payload, cast(IO[bytes], writer))  # torch calls write and flush only
+        except (RuntimeError, OSError) as exc:
+            if writer.error is None:
+                raise
+            why = writer.error.strerror or str(writer.error)
+            raise CheckpointError(f"{path}: cannot be written ({why}); the previous checkpoint is kept") from exc
 
 
 def load(path: Path) -> dict[str, Any]:
