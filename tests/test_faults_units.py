@@ -6,13 +6,18 @@ is invalid; a corrupt cache chunk read by a cell. No sweep, no cluster; a tmpfs 
 
 import json
 import os
+import shutil
 import signal
 
 import pytest
 import torch
-from fault_suite import fill, fired, tmpfs
+from fault_suite import build_cache, fill, fired, raw_data, reference, tmpfs
 
+from geopeft.cell import run_cell
 from geopeft.errors import CheckpointError, ConfigError
+from geopeft.io import read_json
+from geopeft.paths import SweepPaths
+from geopeft.spec import CellSpec, DecoderSpec, ModelSpec, RunEnv, TrainSpec, TuningSpec
 from geopeft.train import checkpoint
 from geopeft.train import faults as hooks
 
@@ -49,3 +54,21 @@ def test_a_checkpoint_write_on_a_full_disk_names_the_cause_and_keeps_the_previou
         checkpoint.save(disk / "last.pt", {"epoch": 2, "weights": torch.zeros(100_000)})
     assert checkpoint.load(disk / "last.pt") == {"epoch": 1}
     assert sorted(p.name for p in disk.iterdir()) == ["ballast", "last.pt"]  # no temporary file left
+
+
+@pytest.mark.slow
+def test_a_cell_with_an_invalid_result_is_tested_again_from_its_checkpoint(tmp_path, tmp_path_factory):
+    cache = tmp_path / "cache"
+    build_cache(raw_data(tmp_path_factory), cache)
+    env = RunEnv(str(cache), threads=1)
+    spec = CellSpec(ModelSpec("prithvi_tiny"), TuningSpec("full"), DecoderSpec("linear"), "sen1floods11",
+                    TrainSpec(lr=1e-3, batch_size=2, max_epochs=2, patience=2))  # fmt: skip
+    ref = reference(tmp_path_factory, spec, env)
+    paths = SweepPaths(tmp_path / "sweep").cell(spec.cell_id)
+    shutil.copytree(ref.dir, paths.dir)
+    paths.result.write_text("")  # empty: status shows the cell failed (invalid result), so rerun runs it
+    result = run_cell(spec, env, paths, log=lambda _: None)
+    assert result is not None and result.train.resumed_from_epoch == 2  # tested, not trained again
+    assert read_json(paths.result)["regions"] == read_json(ref.result)["regions"]
+    (aside,) = paths.dir.glob("result.json.invalid-*")
+    assert aside.read_text() == ""

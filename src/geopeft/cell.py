@@ -2,11 +2,13 @@
 
 It writes ``spec.json``, logs the attempt, trains with the paper's protocol, tests the
 best-validation checkpoint on every region of the dataset and writes ``result.json`` atomically, or
-``failed.json`` with a failure class when anything goes wrong. A cell with a result is never run again.
+``failed.json`` with a failure class when anything goes wrong. A cell with a valid result is never run again; an
+empty, truncated or invalid ``result.json`` is moved aside and the cell resumed from its checkpoint (tested again).
 """
 
 from __future__ import annotations
 
+import os
 import resource
 import sys
 import time
@@ -70,15 +72,16 @@ def run_cell(spec: CellSpec, env: RunEnv, paths: CellPaths, *, log: Log = _log) 
         log = _silent
     else:
         _write_spec(spec, paths)
-    if paths.result.exists():
-        log(f"{spec.slug} [{spec.cell_id}]: already done, {paths.result}")
-        return CellResult.from_dict(read_json(paths.result), str(paths.result))
+    done = _existing_result(spec, paths, log)
+    if done is not None:
+        return done
     lease: Lease | None = None
     attempt = AttemptCounter(0)
     if ranks.is_main:
         taken = Lease.acquire(paths)
         if isinstance(taken, Lease):
             lease = taken
+            _set_aside_invalid_result(paths, log)
             attempt = AttemptCounter(start_attempt(paths), lease)
             lease.update(attempt=attempt.number)
         else:
@@ -86,6 +89,35 @@ def run_cell(spec: CellSpec, env: RunEnv, paths: CellPaths, *, log: Log = _log) 
             log(f"{spec.slug} [{spec.cell_id}]: already running ({taken.describe()}); leaving it to that process")
     with held(lease):
         return _attempt(spec, env, paths, log, ranks, lease, attempt)
+
+
+def _existing_result(spec: CellSpec, paths: CellPaths, log: Log) -> CellResult | None:
+    """The cell's valid ``result.json``; None when there is none, or when it is empty, truncated or invalid.
+
+    ``geopeft status`` shows a cell with an invalid result as failed, so ``geopeft rerun`` runs it again: it resumes
+    from ``ckpt/last.pt`` (after the last epoch: it only tests) and writes a new result.
+    """
+    if not paths.result.exists():
+        return None
+    try:
+        done = CellResult.from_dict(read_json(paths.result), str(paths.result))
+    except (GeopeftError, OSError) as exc:
+        log(f"{spec.slug} [{spec.cell_id}]: {exc}; running the cell again")
+        return None
+    log(f"{spec.slug} [{spec.cell_id}]: already done, {paths.result}")
+    return done
+
+
+def _set_aside_invalid_result(paths: CellPaths, log: Log) -> None:
+    """Under the lease: move an invalid ``result.json`` to ``result.json.invalid-<UTC time>`` (kept for inspection)."""
+    try:
+        CellResult.from_dict(read_json(paths.result), str(paths.result))
+    except FileNotFoundError:
+        return
+    except (GeopeftError, OSError):
+        aside = paths.result.with_name(f"{paths.result.name}.invalid-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}")
+        os.replace(paths.result, aside)
+        log(f"{paths.result}: invalid, moved to {aside.name}")
 
 
 def _attempt(
