@@ -11,15 +11,18 @@ import signal
 
 import pytest
 import torch
-from fault_suite import build_cache, fill, fired, raw_data, reference, tmpfs
+from fault_suite import build_cache, fill, fired, flip_a_byte_of_chunk, raw_data, reference, tmpfs
 
+from geopeft.cache.reader import open_split
 from geopeft.cell import run_cell
-from geopeft.errors import CheckpointError, ConfigError
+from geopeft.data.bands import S2_BANDS
+from geopeft.errors import CacheError, CheckpointError, ConfigError
 from geopeft.io import read_json
 from geopeft.paths import SweepPaths
 from geopeft.spec import CellSpec, DecoderSpec, ModelSpec, RunEnv, TrainSpec, TuningSpec
 from geopeft.train import checkpoint
 from geopeft.train import faults as hooks
+from hpc.caches import missing_caches
 
 
 def test_each_planned_fault_is_sent_once_per_cell(tmp_path):
@@ -72,3 +75,26 @@ def test_a_cell_with_an_invalid_result_is_tested_again_from_its_checkpoint(tmp_p
     assert read_json(paths.result)["regions"] == read_json(ref.result)["regions"]
     (aside,) = paths.dir.glob("result.json.invalid-*")
     assert aside.read_text() == ""
+
+
+def test_a_corrupt_chunk_a_cell_reads_moves_its_file_aside_so_that_a_rerun_rebuilds_it(tmp_path, tmp_path_factory):
+    cache = tmp_path / "cache"
+    build_cache(raw_data(tmp_path_factory), cache)
+    path = cache / "sen1floods11" / "val.h5"
+    ds = open_split(cache, "sen1floods11", "val", bands=S2_BANDS[:3], train=False)
+    ds[0]  # opened
+    flip_a_byte_of_chunk(path, 1)
+    with pytest.raises(CacheError, match=r"val.h5: sample 1 cannot be read .*moved to val\.corrupt-.*geopeft rerun"):
+        ds[1]
+    assert not path.exists() and len(list(path.parent.glob("val.corrupt-*.h5"))) == 1
+    assert missing_caches({"sen1floods11"}, str(cache)) == {"sen1floods11": ["val"]}
+    # A file rebuilt at the path meanwhile is not the one this process found corrupt: it stays
+    build_cache(raw_data(tmp_path_factory), cache)
+    old = open_split(cache, "sen1floods11", "val", bands=S2_BANDS[:3], train=False)
+    old[0]
+    flip_a_byte_of_chunk(path, 1)
+    os.replace(path, tmp_path / "elsewhere.h5")
+    build_cache(raw_data(tmp_path_factory), cache)
+    with pytest.raises(CacheError, match="delete the file and rebuild it"):
+        old[1]
+    assert path.exists() and not missing_caches({"sen1floods11"}, str(cache))

@@ -234,7 +234,7 @@ def build_split(
     return dataclasses.replace(header, path=path)
 
 
-def _move_aside(path: Path) -> Path:
+def move_aside(path: Path) -> Path:
     """Rename a corrupt cache file to ``<split>.corrupt-<UTC time>.h5`` beside it and return the new path."""
     aside = path.with_name(f"{path.stem}.corrupt-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}{path.suffix}")
     os.replace(path, aside)
@@ -297,7 +297,7 @@ def prepare(
         if old is not None and old.matches(plan.identity):
             problem = schema.first_bad_chunk(path) if verify else None
             if problem is not None:
-                corrupt = (_move_aside(path), problem)
+                corrupt = (move_aside(path), problem)
                 old = None
         if old is not None and old.matches(plan.identity):
             header, built = old, False

@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import Dataset
 
 from geopeft.cache import schema
-from geopeft.cache.build import cache_path
+from geopeft.cache.build import cache_path, move_aside
 from geopeft.cache.metadata import GSD, Table, metadata_table
 from geopeft.data.bands import select_indices
 from geopeft.data.registry import get_dataset
@@ -41,6 +41,15 @@ class SampleMeta:
     date: str | None
     lat: float | None
     lon: float | None
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of the file at ``path``; None when there is none."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 class CacheDataset(Dataset[dict[str, Any]]):
@@ -103,6 +112,7 @@ class CacheDataset(Dataset[dict[str, Any]]):
         self._arrays: tuple[h5py.Dataset, h5py.Dataset] | None = None  # images, masks of ``_file``
         self._scratch: tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]] | None = None  # one stored sample
         self._pid = -1
+        self._opened: tuple[int, int] | None = None  # (device, inode) of the file ``_file`` opened
         self.metadata_kinds: tuple[str, ...] = tuple(metadata)
         self._gsd = np.float32(header.attrs["gsd"])
         self._meta: Table = self._metadata_table() if self.metadata_kinds else {}
@@ -144,6 +154,7 @@ class CacheDataset(Dataset[dict[str, Any]]):
             self._arrays = (self._file[schema.IMAGES], self._file[schema.MASKS])
             self._scratch = None
             self._pid = os.getpid()
+            self._opened = _identity(self.path)
         return self._file
 
     def _position(self, i: int) -> int:
@@ -172,15 +183,45 @@ class CacheDataset(Dataset[dict[str, Any]]):
             images.read_direct(raw, np.s_[i])
             masks.read_direct(raw_mask, np.s_[i])
         except OSError as exc:
-            raise CacheError(
-                f"{self.path}: sample {i} cannot be read ({exc}); delete the file and rebuild it with "
-                f"{self._rebuild_hint()}"
-            ) from None
+            raise self._unreadable(i, exc) from None
         x = torch.from_numpy(raw)
         if not self._identity:
             x = x.index_select(0, self._gather)  # on the stored dtype: half the bytes of float32
         d4_into(x, k, torch.from_numpy(image))
         d4_into(torch.from_numpy(raw_mask), k, torch.from_numpy(mask))
+
+    def _unreadable(self, i: int, exc: OSError) -> CacheError:
+        """The error of sample ``i`` that cannot be read; a corrupt file is moved aside first.
+
+        Corrupt means that reading the sample again fails as well, in the file this process opened, still at its
+        path (not replaced by a rebuild meanwhile). It is moved to ``<split>.corrupt-<UTC time>.h5``, as ``geopeft
+        prepare`` moves a corrupt file, so that the cache counts as missing: ``geopeft rerun`` then rebuilds it before
+        the cells run again (a prepare job on SLURM), instead of running them on the corrupt file once more.
+        """
+        fix = f"delete the file and rebuild it with {self._rebuild_hint()}"
+        if self._opened is not None and self._opened == _identity(self.path) and not self._readable(i):
+            try:
+                aside = move_aside(self.path)
+            except OSError:  # another process moved it first
+                aside = None
+            if aside is not None:
+                fix = (
+                    f"moved to {aside.name}; geopeft rerun rebuilds it before the cells run again (SLURM), "
+                    f"or rebuild it with {self._rebuild_hint()}"
+                )
+        return CacheError(f"{self.path}: sample {i} cannot be read ({exc}); {fix}")
+
+    def _readable(self, i: int) -> bool:
+        """Whether sample ``i`` reads (again) from the open file."""
+        if self._arrays is None:
+            return False
+        images, masks = self._arrays
+        try:
+            images.read_direct(np.empty(images.shape[1:], images.dtype), np.s_[i])
+            masks.read_direct(np.empty(masks.shape[1:], masks.dtype), np.s_[i])
+        except OSError:
+            return False
+        return True
 
     def read_batch(self, indices: Sequence[int]) -> dict[str, Any]:
         """Samples ``indices`` as one batch, each augmented as ``ds[i]`` is.
