@@ -39,7 +39,7 @@ from geopeft.spec import CellSpec, RunEnv
 from geopeft.train import checkpoint
 from geopeft.train.faults import FAULT_PLAN, fired_dir
 from hpc.manifest import Manifest
-from hpc.state import State
+from hpc.state import State, process_alive
 from hpc.status import render, wait
 from hpc.sweep import states
 
@@ -243,6 +243,29 @@ def tmpfs(request: pytest.FixtureRequest, directory: Path, size: str) -> Path:
     subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(directory)], check=True, timeout=30)
     request.addfinalizer(lambda: subprocess.run(["umount", "--lazy", str(directory)], check=False, timeout=30))
     return directory
+
+
+def reap(request: pytest.FixtureRequest, root: Path) -> None:
+    """When the test ends, passed or not: cancel the SLURM jobs of the sweep in ``root`` and kill its processes
+    still alive here, so that a failed test leaves no cell stopped (SIGSTOP) on a CPU or training on."""
+
+    def finish() -> None:
+        paths, pids, jobs = SweepPaths(root), [], set()
+        for record in read_jsonl(paths.submissions):
+            if record.get("executor") == "slurm":
+                jobs |= {str(j["job_id"]).split("_")[0] for j in record["jobs"].values()}
+                jobs |= {str(record["prepare"]["job_id"])} if record.get("prepare") else set()
+            else:
+                pids += [(record["host"], int(j["job_id"]), j.get("pid_start")) for j in record["jobs"].values()]
+        if jobs:
+            subprocess.run(["scancel", *sorted(jobs)], capture_output=True, timeout=30, check=False)
+        for attempts in paths.cells_dir.glob("*/attempts.jsonl"):
+            pids += [(a["host"], a["pid"], a.get("pid_start")) for a in read_jsonl(attempts) if a["event"] == "start"]
+        for host, pid, start in pids:
+            if process_alive(host, pid, start):
+                os.kill(pid, signal.SIGKILL)
+
+    request.addfinalizer(finish)
 
 
 def fill(directory: Path) -> Path:
