@@ -29,6 +29,12 @@ Cluster = Annotated[str, typer.Option("--cluster", "-c", help="cluster profile n
 Stage = Annotated[
     str, typer.Option(help="seeds: every cell at its written or chosen rate; lr: the learning-rate search")
 ]
+SimGpus = Annotated[
+    int, typer.Option(help="with --dry-run: play the whole study through a scheduler model of N GPUs (makespan)")
+]
+SimPlan = Annotated[
+    str, typer.Option(help="separate: --stage lr, then --stage seeds; overlapped: both at once (hpc/simulate_plan.py)")
+]
 
 
 def _friendly(fn: Callable[P, R]) -> Callable[P, R]:
@@ -128,8 +134,17 @@ def models(
 
 @app.command()
 @_friendly
-def sweep(grid: Grid, cluster: Cluster = "local", dry_run: bool = False, stage: Stage = "seeds") -> None:
+def sweep(
+    grid: Grid,
+    cluster: Cluster = "local",
+    dry_run: bool = False,
+    stage: Stage = "seeds",
+    simulate_gpus: SimGpus = 0,
+    simulate_plan: SimPlan = "separate",
+) -> None:
     """Plan the grid and submit every cell not done, running or pending; returns at once."""
+    if simulate_gpus and not dry_run:
+        raise GeopeftError("--simulate-gpus plays the plan instead of submitting it: add --dry-run")
     from hpc.plan_text import print_estimate, print_report
     from hpc.profiles import load_profile
     from hpc.sweep import sweep as submit
@@ -144,6 +159,15 @@ def sweep(grid: Grid, cluster: Cluster = "local", dry_run: bool = False, stage: 
         )
     if dry_run:
         print_estimate(report, grid, profile, stage)
+    if simulate_gpus:
+        from analysis import labels as paper
+        from analysis.paper import REFERENCE_DIR
+        from hpc.simulate_plan import format_simulation
+
+        csv = REFERENCE_DIR / "epoch_and_time.csv"
+        typer.echo(
+            "\n".join(format_simulation(grid, profile, simulate_gpus, simulate_plan, paper, csv, {stage: report}))
+        )
 
 
 @app.command()
