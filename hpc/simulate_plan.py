@@ -234,7 +234,7 @@ def format_simulation(
     cells = study_cells(grid, profile, reports)
     prep = float(profile.prepare_time_min) if cells.prepare else 0.0
     caps = sorted({profile.max_parallel, gpus})
-    rows = [f"  {'plan':<11} {'max_parallel':>12} {'makespan':>9} {'caches built':>13} {'GPU util':>8}  bound"]
+    rows = [f"  {'plan':<11} {'max_parallel':>12} {'makespan':>9} {'GPU util':>9} {'caches built':>13}  bound"]
     details: list[str] = []
     for name in PLANS if cells.lr or cells.waiting else ("separate",):
         for cap in caps:
@@ -244,8 +244,8 @@ def format_simulation(
             built = simulate(submissions(cells, name, capped, times, labels, 0.0), gpus) if prep else result
             worst = bound(lower_bounds(subs, gpus))
             rows.append(
-                f"  {name:<11} {cap:>12} {_h(result.makespan_min):>9} {_h(built.makespan_min):>13} "
-                f"{result.utilisation:>8.0%}  {worst[0]} (>= {_h(worst[1])})"
+                f"  {name:<11} {cap:>12} {_h(result.makespan_min):>9} {result.utilisation:>9.0%} "
+                f"{_h(built.makespan_min) + f' {built.utilisation:.0%}':>13}  {worst[0]} (>= {_h(worst[1])})"
             )
             if name == plan or not (cells.lr or cells.waiting):
                 mine = "the profile's" if cap == profile.max_parallel else "= N"
@@ -264,7 +264,7 @@ def format_simulation(
             else "no prepare job in the plan"
         ),
         *rows,
-        "  (caches built: no prepare job, the caches are built beforehand; bound: the largest lower bound, below)",
+        "  (caches built: makespan and GPU util with the caches built beforehand, no prepare job; bound: see below)",
     ]
     return lines + details
 
