@@ -6,6 +6,10 @@ Two launchers give ranks. ``torchrun`` (and a hand-set environment) exports ``RA
 torch names win when both are present. Without a given port, the rendezvous port is derived from the cell id, so
 array tasks of different cells that share a node never meet on one port; the address is the first host of the
 node list. :meth:`DistEnv.export` writes the torch names back, which DeepSpeed needs (it otherwise tries MPI).
+
+A rank that dies (killed, out of host memory, its node gone) breaks the next collective of the others: gloo raises
+"Connection closed by peer", the store a network error. :func:`process_group` turns that into a failure of class
+``peer`` (rank 0 records it), so the status table tells a lost rank from an error of the cell's own code.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import torch
 import torch.distributed as dist
 from torch.distributed import PrefixStore, Store, TCPStore  # type: ignore[attr-defined]  # not re-exported
 
-from geopeft.errors import ConfigError
+from geopeft.errors import CellFailed, ConfigError
 
 #: Rendezvous ports derived from a cell id lie in [PORT_BASE, PORT_BASE + PORT_SPAN).
 PORT_BASE, PORT_SPAN = 20000, 30000
@@ -175,8 +179,32 @@ def process_group(env: DistEnv, device: torch.device, *, always: bool = False) -
     try:
         yield
         dist.barrier()
+    except RuntimeError as exc:
+        lost = peer_lost(exc)
+        if lost is None:
+            raise
+        raise lost from exc
     finally:
         dist.destroy_process_group()
+
+
+#: What gloo's TCP transport says when the other side of a collective died or cannot be reached (its messages name
+#: the source file: ``.../gloo/transport/tcp/pair.cc``; a peer that hangs times out in ``unbound_buffer.cc``).
+PEER_MARKS = ("gloo/transport/", "Connection closed by peer", "Connection reset by peer")
+
+
+def peer_lost(exc: BaseException) -> CellFailed | None:
+    """The failure (class ``peer``) of a collective or store call that lost another rank; None for other errors."""
+    text = str(exc)
+    store = isinstance(exc, (dist.DistNetworkError, dist.DistStoreError))
+    if not store and not (isinstance(exc, RuntimeError) and any(mark in text for mark in PEER_MARKS)):
+        return None
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return CellFailed(
+        f"another rank of this cell failed or became unreachable ({first}); see the log lines of every rank, "
+        "then rerun the cell (geopeft rerun --failed): it resumes from its last checkpoint",
+        reason="peer",
+    )
 
 
 def world_size() -> int:
