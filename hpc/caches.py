@@ -1,9 +1,10 @@
 """The caches a sweep needs before its cells can start, and how to build the missing ones.
 
-On the local executor a missing cache stops the sweep with the ``geopeft prepare`` command to run. On
-SLURM the grid's optional ``raw`` mapping says where each dataset's native files are; the missing caches
-are then built by one CPU job (``sbatch/prepare.sbatch``) that the arrays wait for (``afterok``). A cache
-that is already valid needs no prepare job::
+The grid's optional ``raw`` mapping says where each dataset's native files are. On SLURM the missing (or
+corrupt) caches are then built by one CPU job (``sbatch/prepare.sbatch``) that the arrays wait for
+(``afterok``); on the local executor they are built here before the cells are submitted. Without ``raw`` a
+missing cache stops the sweep with the ``geopeft prepare`` command to run. A cache that is already valid needs
+no prepare job::
 
     cache: /scratch/me/cache
     raw:
@@ -104,11 +105,35 @@ def prepare_commands(
     return commands
 
 
-def check_caches(datasets: Iterable[str], cache_root: str, where: str) -> None:
-    """Fail before submitting to a local executor when a dataset's cache is missing or unreadable (all named)."""
+def local_builds(grid: Grid | None, datasets: Iterable[str], cache_root: str, where: str) -> list[RawSource]:
+    """The caches a sweep on this machine builds itself before submitting: the missing ones the grid's ``raw`` names.
+
+    Args:
+        grid: the grid whose ``raw`` mapping says where the native files are (None: no mapping).
+        datasets: the datasets the cells to submit read.
+        cache_root: the cache directory.
+        where: the grid file or sweep directory, for the message.
+
+    Raises:
+        SubmitError: a cache is missing or corrupt and ``raw`` does not say where its dataset's files are; the
+            message names every such dataset and the ``geopeft prepare`` commands that build them.
+    """
     missing = missing_caches(datasets, cache_root)
-    if not missing:
-        return
-    what = "; ".join(f"{dataset} ({', '.join(splits)})" for dataset, splits in missing.items())
-    build = " && ".join(f"geopeft prepare {d} --raw RAW_DIR --cache {cache_root}" for d in missing)
-    raise SubmitError(f"{where}: no valid cache for {what} in {cache_root}; build it first: {build}")
+    sources = raw_sources(grid) if grid is not None and missing else {}
+    lacking = {dataset: splits for dataset, splits in missing.items() if dataset not in sources}
+    if lacking:
+        what = "; ".join(f"{dataset} ({', '.join(splits)})" for dataset, splits in lacking.items())
+        build = " && ".join(f"geopeft prepare {d} --raw RAW_DIR --cache {cache_root}" for d in lacking)
+        raise SubmitError(
+            f"{where}: no valid cache for {what} in {cache_root}; say where the native files are (raw: "
+            f"{{DATASET: DIR}} in the grid) to have it built before the cells start, or build it first: {build}"
+        )
+    return [sources[dataset] for dataset in missing]
+
+
+def build_caches(sources: Iterable[RawSource], cache_root: str) -> None:
+    """Build (or verify and reuse) the caches of ``sources`` here, as a prepare job would on SLURM."""
+    from geopeft.cache.build import prepare
+
+    for source in sources:
+        prepare(source.dataset, source.dir, cache_root, splits_dir=source.splits or None, progress=False)

@@ -14,6 +14,7 @@ from pathlib import Path
 from geopeft.errors import ConfigError, SubmitError
 from geopeft.io import read_jsonl
 from geopeft.paths import SweepPaths
+from hpc.caches import RawSource
 from hpc.grid import load_grid
 from hpc.locks import exclusive
 from hpc.manifest import Manifest, plan, read_manifest, write_manifest
@@ -57,7 +58,7 @@ def sweep(
     ``stage`` is ``seeds`` (every cell at its written or chosen rate) or ``lr`` (the learning-rate search into
     ``<output>/lr-search``; see :mod:`hpc.stages`).
     """
-    from hpc.caches import check_caches, prepare_commands
+    from hpc.caches import build_caches, local_builds, prepare_commands
     from hpc.stages import record
     from hpc.weights import check_weights
 
@@ -65,11 +66,13 @@ def sweep(
     slurm = profile.executor == "slurm"
     datasets = {c.dataset for c in grid.cells}
     blockers: list[str] = []
-    prepare: list[list[str]] = []  # SLURM builds missing caches in a prepare job; locally they must exist
+    prepare: list[list[str]] = []  # SLURM builds missing caches in a prepare job, a local sweep here
+    builds: list[RawSource] = []
     if slurm:
         blockers += refusals(lambda: prepare.extend(prepare_commands(grid)), dry_run)
     else:
-        blockers += refusals(lambda: check_caches(datasets, grid.env.cache_root, str(grid.path)), dry_run)
+        root = grid.env.cache_root
+        blockers += refusals(lambda: builds.extend(local_builds(grid, datasets, root, str(grid.path))), dry_run)
     paths = SweepPaths(grid.output)
     with contextlib.nullcontext() if dry_run else exclusive(paths.lock):  # a dry run writes nothing
         existing = read_manifest(paths.root) if paths.manifest.exists() else None
@@ -85,6 +88,8 @@ def sweep(
             write_manifest(manifest)
             if grid.plan is not None:
                 record(grid.stage, grid.plan.root, grid.plan.settings, grid.plan.new)
+            if todo:
+                build_caches(builds, grid.env.cache_root)
         report = _submit(manifest, todo, current, profile, "sweep", dry_run, prepare)
         every = (*blockers, *report.submission.blockers)
         return replace(
@@ -138,13 +143,25 @@ def rerun(
         if max_attempts:
             todo = [i for i in todo if current[i].attempts < max_attempts]
         prepare: list[list[str]] = []
+        builds: list[RawSource] = []
         blockers: list[str] = []
         if todo:
             from hpc.weights import check_weights
 
             specs = [manifest.entry(i).spec for i in todo]
             blockers += refusals(lambda: check_weights(specs, manifest.env.weights_root, str(paths.root)), dry_run)
-            blockers += refusals(lambda: prepare.extend(_rerun_caches(manifest, todo, profile, grid_file)), dry_run)
+
+            def caches() -> None:
+                commands, sources = _rerun_caches(manifest, todo, profile, grid_file)
+                prepare.extend(commands)
+                builds.extend(sources)
+
+            blockers += refusals(caches, dry_run)
+            blockers += refusals(lambda: check_submission(manifest, todo, profile), dry_run)
+            if builds and not dry_run:
+                from hpc.caches import build_caches
+
+                build_caches(builds, manifest.env.cache_root)
         report = _submit(manifest, todo, current, profile, "rerun", dry_run, prepare)
         return replace(report, blockers=tuple(dict.fromkeys((*blockers, *report.submission.blockers))))
 
@@ -170,25 +187,31 @@ def submitted_profile(paths: SweepPaths) -> ClusterProfile:
 
 def _rerun_caches(
     manifest: Manifest, todo: list[int], profile: ClusterProfile, grid_file: str | Path | None
-) -> list[list[str]]:
-    """The prepare commands of the caches the cells at ``todo`` need and lack (SLURM), else check them (local)."""
-    from hpc.caches import check_caches, missing_caches, prepare_commands
+) -> tuple[list[list[str]], list[RawSource]]:
+    """How the caches the cells at ``todo`` need and lack are built: prepare commands (SLURM) or sources (local).
+
+    The grid (whose ``raw`` says where the native files are) is read only when a cache is missing.
+    """
+    from hpc.caches import local_builds, missing_caches, prepare_commands
 
     datasets = {manifest.entry(i).spec.dataset for i in todo}
     root = manifest.env.cache_root
-    if profile.executor != "slurm":
-        check_caches(datasets, root, str(manifest.paths.root))
-        return []
     if not missing_caches(datasets, root):
-        return []
+        return [], []
     source = Path(grid_file or manifest.grid_file)
-    if not source.is_file():
+    grid = (
+        load_grid(source, stage="lr" if is_search_sweep(manifest.paths.root) else "seeds")
+        if source.is_file()
+        else None
+    )
+    if profile.executor != "slurm":
+        return [], local_builds(grid, datasets, root, str(manifest.paths.root))
+    if grid is None:
         raise SubmitError(
             f"{manifest.paths.root}: the caches of {', '.join(sorted(datasets))} in {root} need rebuilding, "
             f"but the grid file {source} that says where the native files are is gone; rerun with the grid path"
         )
-    grid = load_grid(source, stage="lr" if is_search_sweep(manifest.paths.root) else "seeds")
-    return prepare_commands(grid, datasets, root)
+    return prepare_commands(grid, datasets, root), []
 
 
 def _resolve(manifest: Manifest, prefix: str) -> int:

@@ -15,6 +15,7 @@ import pytest
 from fault_suite import (
     FULL,
     LORA,
+    SPLITS,
     Faults,
     at,
     build_cache,
@@ -33,7 +34,6 @@ from fault_suite import (
     write_plan,
 )
 
-from geopeft.errors import SubmitError
 from geopeft.io import read_jsonl
 from hpc.grid import load_grid
 from hpc.manifest import plan, read_manifest
@@ -102,12 +102,10 @@ def test_local_sweep_recovers_from_kills_preemption_full_disk_and_lost_files(
     manifest.paths.cell(cells[3]).last_ckpt.unlink()  # scratch purged the killed cell's checkpoint
     faults.inject("ckpt/last.pt of a killed cell deleted", "rerun", "trains again from the start")
     shutil.rmtree(cache / "sen1floods11")
-    faults.inject("cache deleted before the rerun", "manual", "local rerun refuses and names geopeft prepare")
-    with pytest.raises(SubmitError, match=r"no valid cache for sen1floods11 .*geopeft prepare sen1floods11"):
-        rerun(manifest.root, which="failed")
-    build_cache(raw, cache)  # the manual step the error names
+    faults.inject("cache deleted before the rerun", "rerun", "a local rerun rebuilds it from the grid's raw files")
     ballast.unlink()
     assert rerun(manifest.root, which="failed").submitted == (0, 1, 2, 3)
+    assert sorted(p.name for p in (cache / "sen1floods11").glob("*.h5")) == sorted(f"{s}.h5" for s in SPLITS)
     faults.inject(f"SIGKILL at epoch {kill3b[0]}, step {kill3b[1]} (the same cell again)", "rerun")
     again = {0: (State.DONE, ""), 1: (State.DONE, ""), 2: (State.DONE, ""), 3: (State.FAILED, "lost")}
     until(lambda: settled(manifest, again), "three done, the twice killed one failed", why)

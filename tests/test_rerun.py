@@ -93,17 +93,40 @@ GRID = """
 name: r
 output: {root}/runs
 cache: {root}/cache
-raw: {{sen1floods11: {root}/raw}}
-defaults: {{model: {{name: prithvi_tiny}}, train: {{lr: 1.0e-3}}}}
+{raw}
+env: {{threads: 1}}
+defaults: {{model: {{name: prithvi_tiny}}, train: {{lr: 1.0e-3, batch_size: 2, max_epochs: 1}}}}
 axes: {{dataset: [sen1floods11], seed: [0, 1]}}
 """
 
 
-def test_a_local_rerun_refuses_a_missing_cache_naming_the_prepare_command(tmp_path):
+def planned(tmp_path, raw: str):
     grid = tmp_path / "grid.yaml"
-    grid.write_text(textwrap.dedent(GRID.format(root=tmp_path)))
+    grid.write_text(textwrap.dedent(GRID.format(root=tmp_path, raw=raw)))
     manifest = plan(load_grid(grid))
     write_manifest(manifest)
-    with pytest.raises(SubmitError, match=r"no valid cache for sen1floods11 .*geopeft prepare sen1floods11"):
+    return manifest
+
+
+def test_a_local_rerun_without_raw_refuses_a_missing_cache_naming_the_prepare_command(tmp_path):
+    manifest = planned(tmp_path, "")
+    with pytest.raises(SubmitError, match=r"no valid cache for sen1floods11 .*raw:.*geopeft prepare sen1floods11"):
         rerun(manifest.root, which="missing")
     assert not manifest.paths.submissions.exists() and not manifest.paths.cluster.exists()
+
+
+def test_a_local_rerun_builds_a_missing_cache_from_the_grids_raw_files_first(tmp_path):
+    from geopeft.cache.build import cache_state
+    from geopeft.data.synthetic import write_sen1floods11
+    from hpc.state import State
+    from hpc.status import render, wait
+
+    write_sen1floods11(tmp_path / "raw", counts={"train": 2, "val": 1, "test": 1, "bolivia": 1}, size=16)
+    manifest = planned(tmp_path, f"raw: {{sen1floods11: {{dir: {tmp_path}/raw, splits: {tmp_path}/raw/splits}}}}")
+    dry = rerun(manifest.root, which="missing", dry_run=True)
+    assert dry.submitted == (0, 1) and dry.blockers == () and not (tmp_path / "cache").exists()
+    report = rerun(manifest.root, which="missing")
+    assert report.submitted == (0, 1)
+    assert all(key is not None for key in cache_state(str(tmp_path / "cache"), "sen1floods11").values())
+    current = wait(manifest, poll_s=0.5, timeout_s=300)
+    assert all(s.state is State.DONE for s in current.values()), render(manifest, current)

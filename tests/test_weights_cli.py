@@ -65,7 +65,7 @@ def test_grid_weights_key_and_default(tmp_path):
 @pytest.fixture
 def no_submit(monkeypatch):
     submitted: list[object] = []
-    monkeypatch.setattr(caches_module, "check_caches", lambda *args: None)
+    monkeypatch.setattr(caches_module, "local_builds", lambda *args: [])
 
     def record(*args: object, **kwargs: object) -> Submission:
         submitted.append(args)
