@@ -20,6 +20,7 @@ a SLURM job counts as alive. A prepare job succeeded when it left its marker (:m
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 from dataclasses import dataclass, replace
@@ -188,16 +189,19 @@ def cell_state(paths: CellPaths, submitted: Submitted | None = None) -> CellStat
 
 
 def _invalid_result(paths: CellPaths) -> str | None:
-    """Why ``result.json`` is not a valid result (the file named), or None when it is."""
+    """Why ``result.json`` is not a valid result (the file named, and the way out), or None when it is."""
+    fix = "geopeft rerun --failed tests the cell again from its last checkpoint (the file is kept aside)"
     try:
-        data = read_json(paths.result)
+        data = json.loads(paths.result.read_text(encoding="utf-8"))
         if not isinstance(data, dict):
             raise GeopeftError(f"{paths.result}: holds {type(data).__name__}, not a result object")
         CellResult.from_dict(data, str(paths.result))
+    except json.JSONDecodeError as exc:
+        return f"{paths.result}: not valid JSON ({exc}); {fix}"
     except GeopeftError as exc:
-        return str(exc)
-    except OSError as exc:
-        return f"{paths.result}: cannot be read ({exc.strerror})"
+        return f"{exc}; {fix}"
+    except (OSError, UnicodeDecodeError) as exc:
+        return f"{paths.result}: cannot be read ({getattr(exc, 'strerror', None) or exc}); {fix}"
     return None
 
 
