@@ -241,7 +241,9 @@ def test_a_rank_killed_on_the_second_node_fails_the_cell_with_a_class_and_a_reru
     detail = states(manifest)[0].detail
     assert "another rank of this cell failed" in detail and "rerun" in detail, explain(manifest, job)
     assert [(a["event"], a.get("reason")) for a in read_attempts(paths)] == [("start", None), ("end", "peer")]
-    until(lambda: fields("show", "job", job).get("JobState") == "FAILED", "the job to fail")  # srun ended every rank
+    until(lambda: fields("show", "job", job).get("JobState") == "FAILED", "the job to fail")
+    log = "".join(p.read_text(errors="replace") for p in manifest.root.glob("slurm/logs/*"))
+    assert "task 0: Exited with exit code 2" in log, explain(manifest, job)  # rank 0 ended by itself, not by srun
 
     redo = rerun(manifest.root, which="failed")
     assert redo.submitted == (0,)
