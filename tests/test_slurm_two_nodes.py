@@ -99,13 +99,18 @@ def node_state(node: str) -> str:
     return fields("show", "node", node).get("State", "")
 
 
+def logs(manifest: Manifest) -> list[Path]:
+    """The job logs of the sweep (srun's own messages are in them)."""
+    return sorted(p for p in manifest.root.rglob("*") if p.suffix in (".out", ".err") and p.is_file())
+
+
 def explain(manifest: Manifest, job: str = "") -> str:
     """The status table, SLURM's view of the job and the tail of every job log: what a failed assertion shows."""
     parts = [render(manifest, states(manifest))]
     if job:
         shown = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True, check=False)
         parts.append(f"--- scontrol show job {job}\n{shown.stdout}{shown.stderr}")
-    for log in sorted(manifest.root.glob("slurm/logs/*")):
+    for log in logs(manifest):
         parts.append(f"--- {log.name}\n" + "\n".join(log.read_text(errors="replace").splitlines()[-40:]))
     return "\n".join(parts)
 
@@ -209,16 +214,23 @@ def test_usr2_requeues_the_two_node_cell_which_resumes_to_the_uninterrupted_metr
 
 
 def rank_pid(job_id: str, rank: int) -> int | None:
-    """The pid of the cell process of ``rank`` in SLURM job ``job_id`` (every node's processes are seen here)."""
+    """The pid of the Python process srun started for ``rank`` of SLURM job ``job_id`` (every node's are seen here).
+
+    srun's task is the outermost process with the job's and the rank's variables (its children inherit them).
+    """
     want = {f"SLURM_JOB_ID={job_id}".encode(), f"SLURM_PROCID={rank}".encode()}
+    ranks: dict[int, int] = {}  # pid -> parent pid
     for proc in Path("/proc").iterdir():
         try:
-            environ = set((proc / "environ").read_bytes().split(b"\0"))
-            if want <= environ and b"run-cell" in (proc / "cmdline").read_bytes():
-                return int(proc.name)
+            if (
+                want <= set((proc / "environ").read_bytes().split(b"\0"))
+                and b"python" in (proc / "cmdline").read_bytes()
+            ):
+                ranks[int(proc.name)] = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
         except (OSError, ValueError):
             continue
-    return None
+    tops = [pid for pid, parent in ranks.items() if parent not in ranks]
+    return tops[0] if len(tops) == 1 else None
 
 
 @pytest.mark.slurm
@@ -242,7 +254,7 @@ def test_a_rank_killed_on_the_second_node_fails_the_cell_with_a_class_and_a_reru
     assert "another rank of this cell failed" in detail and "rerun" in detail, explain(manifest, job)
     assert [(a["event"], a.get("reason")) for a in read_attempts(paths)] == [("start", None), ("end", "peer")]
     until(lambda: fields("show", "job", job).get("JobState") == "FAILED", "the job to fail")
-    log = "".join(p.read_text(errors="replace") for p in manifest.root.glob("slurm/logs/*"))
+    log = "".join(p.read_text(errors="replace") for p in logs(manifest))
     assert "task 0: Exited with exit code 2" in log, explain(manifest, job)  # rank 0 ended by itself, not by srun
 
     redo = rerun(manifest.root, which="failed")
