@@ -1,7 +1,7 @@
 """The caches a sweep needs before its cells can start, and how to build the missing ones.
 
 The grid's optional ``raw`` mapping says where each dataset's native files are. On SLURM the missing (or
-corrupt) caches are then built by one CPU job (``sbatch/prepare.sbatch``) that the arrays wait for
+corrupt) caches are then built by one CPU job (:class:`hpc.task.PrepareTask`) that the arrays wait for
 (``afterok``); on the local executor they are built here before the cells are submitted. Without ``raw`` a
 missing cache stops the sweep with the ``geopeft prepare`` command to run. A cache that is already valid needs
 no prepare job::

@@ -13,7 +13,7 @@ The cells are what dry runs of the two stages would submit (:func:`hpc.sweep.swe
 cells are not played). The cells waiting for a search come from the seeds stage's expansion with a rate chosen for
 every search (the rate changes neither a cell's resources nor its run time) and take the manifest indices after
 the existing ones, as :func:`hpc.manifest.plan` appends them. Arrays, ``%P`` and lanes are those
-:func:`hpc.sbatch.array_scripts` renders. A cell runs the paper's time of its (model, PEFT, dataset) row, or of its
+:func:`hpc.arrays.plan_arrays` plans. A cell runs the paper's time of its (model, PEFT, dataset) row, or of its
 backbone's Full FT row by analogy, else its time limit (:func:`hpc.estimate.time_hint`, as the dry run's
 estimate). A submission at time 0 whose dry run has a prepare job waits for it for the profile's
 ``prepare_time_min``, its time limit: an upper bound (the makespan with the caches already built is printed too);
@@ -22,7 +22,6 @@ a submission made after the search finds the caches built.
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -33,9 +32,9 @@ import yaml
 
 from geopeft.errors import ConfigError, unknown_choice
 from geopeft.spec import CellSpec
+from hpc.arrays import plan_arrays
 from hpc.estimate import Labeller, Times, time_hint
 from hpc.profiles import ClusterProfile, Resources
-from hpc.sbatch import Context, array_scripts
 from hpc.simulate import Array, Result, Run, Submission, Task, lower_bounds, simulate
 
 if TYPE_CHECKING:
@@ -157,12 +156,9 @@ def arrays(
     for i in sorted(specs):
         shapes.setdefault(profile.resources_for(specs[i]), []).append(i)
     out = []
-    for script in array_scripts(Context(stage, root, "sweep", {}, "", 0), profile, shapes):
-        cap = re.search(r"^#SBATCH --array=\S*%(\d+)$", script.text, re.M)
-        if cap is None:
-            raise ConfigError(f"{script.path.name}: no --array=...%P line; sbatch/ and hpc/simulate_plan.py differ")
+    for script in plan_arrays(profile, shapes, "sweep", root):
         name = f"{stage} {script.path.stem.split('-', 2)[-1]}"
-        out.append(Array(name, tuple(task(specs[i]) for i in script.indices), int(cap.group(1)), script.after))
+        out.append(Array(name, tuple(task(specs[i]) for i in script.indices), script.parallelism, script.after))
     return tuple(out)
 
 

@@ -1,4 +1,6 @@
-"""The SLURM client commands geopeft calls on the login node: sbatch, sinfo, scontrol, squeue, scancel.
+"""The SLURM client commands geopeft calls itself on the login node: sinfo, scontrol, squeue and scancel.
+
+sbatch is run by submitit (:mod:`hpc.slurm_jobs`).
 
 Every call runs with a cleaned environment: a sweep submitted from inside a job must not inherit that
 job's ``SLURM_*`` variables (they leak gres, array and distributed settings into the new job). Nothing
@@ -14,7 +16,6 @@ import subprocess
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from geopeft.errors import SubmitError
 
@@ -46,32 +47,6 @@ def run_command(argv: Sequence[str], env: Mapping[str, str]) -> str:
     if proc.returncode != 0:
         raise SubmitError(f"`{' '.join(argv)}` failed (exit {proc.returncode}): {proc.stderr.strip()}")
     return proc.stdout
-
-
-def sbatch(script: Path, *, dependency: str = "", runner: Runner = run_command) -> str:
-    """Submit ``script``; returns the job id (of the array, for an array script).
-
-    Args:
-        script: a rendered sbatch script (its ``#SBATCH`` lines hold every other option).
-        dependency: e.g. ``afterok:123``; empty for none.
-        runner: what runs the command (the real ``sbatch`` by default).
-    """
-    argv = sbatch_argv(script, dependency)
-    out = runner(argv, clean_env()).strip()
-    match = re.match(r"^(\d+)(;\S+)?$", out.splitlines()[-1] if out else "")
-    if match is None:
-        raise SubmitError(f"`{' '.join(argv)}` printed {out!r}, not a job id; check the SLURM client version")
-    return match.group(1)
-
-
-def sbatch_argv(script: Path, dependency: str = "") -> list[str]:
-    """The sbatch command line for ``script`` (as printed by ``--dry-run``).
-
-    With a dependency, ``--kill-on-invalid-dep=yes`` cancels the array when the prepare job fails, instead of
-    leaving it pending forever (``DependencyNeverSatisfied``).
-    """
-    dep = [f"--dependency={dependency}", "--kill-on-invalid-dep=yes"] if dependency else []
-    return ["sbatch", "--parsable", *dep, str(script)]
 
 
 def partitions(runner: Runner = run_command) -> list[str] | None:

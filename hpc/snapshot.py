@@ -24,21 +24,13 @@ IGNORED = ("__pycache__", "*.pyc")
 
 
 def package_dirs() -> dict[str, Path]:
-    """Where each of :data:`PACKAGES` is imported from (found without importing it), plus the sbatch templates.
-
-    The templates (``sbatch/``, beside the ``hpc`` package) come along so that a submission made from inside a
-    job, which imports the snapshot, still finds them.
-    """
-    from hpc.sbatch import TEMPLATE_DIR
-
+    """Where each of :data:`PACKAGES` is imported from (found without importing it)."""
     dirs: dict[str, Path] = {}
     for name in PACKAGES:
         spec = importlib.util.find_spec(name)
         if spec is None or spec.origin is None:
             raise SubmitError(f"package {name!r} cannot be found to snapshot; install the project (make setup)")
         dirs[name] = Path(spec.origin).parent
-    if TEMPLATE_DIR.is_dir():
-        dirs[TEMPLATE_DIR.name] = TEMPLATE_DIR
     return dirs
 
 

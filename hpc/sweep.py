@@ -14,6 +14,7 @@ from pathlib import Path
 from geopeft.errors import ConfigError, SubmitError
 from geopeft.io import read_jsonl
 from geopeft.paths import SweepPaths
+from hpc.admission import check_submission, refusals
 from hpc.caches import RawSource
 from hpc.grid import load_grid
 from hpc.locks import exclusive
@@ -21,7 +22,7 @@ from hpc.manifest import Manifest, plan, read_manifest, write_manifest
 from hpc.profiles import ClusterProfile, load_profile, record_profile, recorded_profile
 from hpc.stages import is_search_sweep
 from hpc.state import CellState, State, cell_state, latest_submissions
-from hpc.submit import Submission, check_submission, refusals, submit_indices
+from hpc.submit import Submission, submit_indices
 
 RERUN_CHOICES = ("failed", "missing", "incomplete")
 

@@ -6,8 +6,10 @@ array subset. Nothing is mocked; the cluster must come up, or these tests fail.
 """
 
 import json
+import os
 import shutil
 import subprocess
+import sys
 import textwrap
 import time
 from pathlib import Path
@@ -114,11 +116,38 @@ def test_scancelled_task_is_failed_and_rerun_submits_only_its_index(cluster, dat
     shutil.rmtree(data / "cache" / "sen1floods11")  # lost since the sweep: the rerun rebuilds it first
     redo = rerun(manifest.root, which="failed")  # no profile named: where the sweep went, never this machine
     assert redo.submitted == (victim,) and redo.submission.prepare_job, "the missing cache needs a prepare job"
+    assert redo.job_ids == (f"{redo.job_ids[0].split('_')[0]}_0",)
     prep, script = redo.submission.scripts
-    assert prep.kind == "prepare" and f"#SBATCH --array={victim}%1" in script.text
-    assert redo.job_ids == (f"{redo.job_ids[0].split('_')[0]}_{victim}",)
+    assert prep.kind == "prepare" and f"#SBATCH --dependency=afterok:{redo.submission.prepare_job}" in script.text
+    assert "#SBATCH --array=0-0%1" in script.text  # one cell is an array task too
     assert rerun(manifest.root, which="failed").submitted == ()  # pending now: not submitted twice
     current = wait(manifest, poll_s=1.0, timeout_s=240)
     assert all(s.state is State.DONE for s in current.values()), render(manifest, current)
     starts = [a for a in read_attempts(manifest.paths.cell(manifest.entry(victim).cell_id)) if a["event"] == "start"]
-    assert len(starts) == 2 and starts[1]["slurm_array_task_id"] == str(victim)
+    assert len(starts) == 2 and starts[1]["slurm_array_job_id"] == redo.job_ids[0].split("_")[0]
+
+
+def test_the_plain_scripts_of_sbatch_run_a_planned_cell_by_hand(cluster, data):
+    """`sbatch/cells.sbatch` (no Python on the login node): an array task id is a manifest index."""
+    from hpc.grid import load_grid
+    from hpc.manifest import plan, write_manifest
+
+    scripts = Path(__file__).resolve().parents[1] / "sbatch"
+    for script in scripts.glob("*.sbatch"):
+        assert subprocess.run(["bash", "-n", str(script)], check=False).returncode == 0, script
+        assert "{{" not in script.read_text(), f"{script} is a plain script, not a template"
+    manifest = plan(load_grid(grid(data, "byhand", seeds="[0]")))
+    write_manifest(manifest)
+    prepare("sen1floods11", data / "raw", data / "cache", splits_dir=data / "raw" / "splits", progress=False)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}  # the venv's python
+    argv = ["sbatch", "--parsable", "--array=1", "--time=30", f"--chdir={data}", str(scripts / "cells.sbatch")]
+    job = subprocess.run([*argv, str(manifest.root)], capture_output=True, text=True, check=True, env=env).stdout
+    job = job.strip().split(";")[0]
+    log = data / f"geopeft-cells-{job}_1.out"
+    deadline = time.monotonic() + 240
+    while states(manifest)[1].state is not State.DONE:  # status knows no hand-submitted job: it stays missing
+        assert time.monotonic() < deadline, log.read_text() if log.exists() else f"no log {log}"
+        time.sleep(1.0)
+    assert states(manifest)[0].state is State.MISSING
+    start = read_attempts(manifest.paths.cell(manifest.entry(1).cell_id))[0]
+    assert (start["slurm_array_job_id"], start["slurm_array_task_id"]) == (job, "1")

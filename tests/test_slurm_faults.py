@@ -92,7 +92,7 @@ def explain(manifest: Manifest, current, job: str = "") -> str:
     if job:
         shown = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True, check=False)
         parts.append(f"--- scontrol show job {job}\n{shown.stdout}{shown.stderr}")
-    for log in sorted(manifest.root.glob("slurm/logs/*")):
+    for log in sorted(manifest.root.glob("submitit/*/*.out")):
         parts.append(f"--- {log.name}\n" + "\n".join(log.read_text(errors="replace").splitlines()[-40:]))
     return "\n".join(parts)
 
@@ -148,7 +148,7 @@ def test_two_task_srun_cell_trains_with_ddp_from_slurm_variables(cluster, data):
     assert current[0].state is State.DONE, explain(manifest, current)
     result = read_json(manifest.paths.cell(manifest.entry(0).cell_id).result)
     assert result["train"]["world_size"] == 2
-    assert result["provenance"]["distributed"]["launcher"] == "slurm"  # ranks from SLURM_PROCID / SLURM_NTASKS
+    assert result["provenance"]["distributed"]["launcher"] == "submitit"  # TorchDistributedEnvironment from SLURM
     assert result["provenance"]["scheduler"]["slurm_procid"] == "0"
 
 

@@ -1,10 +1,14 @@
-"""sbatch scripts from the templates (golden files), array chunking, and refusals that submit nothing.
+"""SLURM submissions through submitit: the scripts it writes (golden files), arrays per shape and chunk with a
+shared %P, dependencies, and refusals that submit nothing.
 
-The submission tests replace the SLURM client commands by a recorder; the real cluster is exercised in
-tests/test_slurm.py.
+submitit calls ``sbatch`` itself: these tests put a stand-in ``sbatch`` first on PATH that keeps each script and
+answers like SLURM (``Submitted batch job N``); ``sinfo`` and ``scontrol`` are answered by a recorder. The real
+cluster is exercised in tests/test_slurm*.py.
 """
 
 import os
+import re
+import sys
 import textwrap
 from dataclasses import replace
 from pathlib import Path
@@ -12,25 +16,45 @@ from pathlib import Path
 import pytest
 
 from geopeft.errors import SubmitError
+from hpc.arrays import chunks, compact, throttles
 from hpc.grid import load_grid
 from hpc.manifest import plan
 from hpc.profiles import load_profile
-from hpc.sbatch import Context, array_scripts, array_spec, chunks, prepare_script, throttles
-from hpc.submit import submit_indices
+from hpc.submit import plan_scripts, submit_indices
 
 GOLDEN = Path(__file__).parent / "golden" / "sbatch"
 UPDATE = os.environ.get("GEOPEFT_UPDATE_GOLDEN") == "1"
 
+SBATCH = """#!/bin/bash
+# Stand-in sbatch: keeps the script and the environment it was called with, answers like SLURM.
+here="$(dirname "$0")"
+n=$(( $(cat "$here/next" 2>/dev/null || echo 100) + 1 ))
+echo "$n" > "$here/next"
+cp "${@: -1}" "$here/job-$n.sh"
+env | grep -c '^SLURM_JOB' > "$here/env-$n" || true
+echo "Submitted batch job $n"
+"""
 
-def context(kind: str = "sweep") -> Context:
-    git = {"sha": "0123456789abcdef0123", "dirty": True}
-    return Context(
-        "paper", Path("/scratch/me/runs/paper"), kind, git, "2025-01-02 03:04:05", 7, "/opt/venv/bin/python",
-        code="/scratch/me/runs/paper/code/0123456789ab",
-    )  # fmt: skip
+
+@pytest.fixture
+def sbatch(tmp_path, monkeypatch) -> Path:
+    """A directory whose ``sbatch`` records every submission (``job-<id>.sh``); first on PATH."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text(SBATCH)
+    (bin_dir / "sbatch").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    return bin_dir
 
 
-def golden(name: str, text: str) -> None:
+def submitted(bin_dir: Path) -> list[str]:
+    """The scripts the stand-in sbatch received, in order."""
+    return [p.read_text() for p in sorted(bin_dir.glob("job-*.sh"), key=lambda p: int(p.stem[4:]))]
+
+
+def golden(name: str, text: str, root: Path) -> None:
+    text = text.replace(str(root), "<root>").replace(sys.executable, "<python>")
+    text = re.sub(r"code/[0-9a-f]{12}", "code/<hash>", text)
     path = GOLDEN / name
     if UPDATE:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -41,28 +65,10 @@ def golden(name: str, text: str) -> None:
     )
 
 
-def test_rendered_scripts_match_golden_files():
-    profile = load_profile("example-gpu")
-    small, big = profile.default_resources, profile._apply(profile.shape[0])
-    scripts = array_scripts(context(), profile, {small: [0, 1, 2, 3, 7, 1500], big: [4, 5]})
-    assert [(s.kind, s.offset, s.indices) for s in scripts] == [
-        ("array", 0, (0, 1, 2, 3, 7)),
-        ("array", 1001, (1500,)),
-        ("multinode", 0, (4, 5)),
-    ]
-    golden("array.sbatch", scripts[0].text)
-    golden("multinode.sbatch", scripts[2].text)
-    assert "#SBATCH --array=499%1" in scripts[1].text and "index=$((SLURM_ARRAY_TASK_ID + 1001))" in scripts[1].text
-    commands = [["prepare", "sen1floods11", "--raw", "/data/raw/s1f11", "--cache", "/data/cache"]]
-    golden("prepare.sbatch", prepare_script(context(), profile, commands, "sen1floods11").text)
-
-
-def test_array_spec_and_chunks():
-    assert array_spec([9, 0, 1, 2, 3, 7, 10], 2) == "0-3,7,9-10%2"
-    assert array_spec([5], 64) == "5%1"
-    parts = chunks(range(2500), 1001)
-    assert [(offset, len(ids)) for offset, ids in parts] == [(0, 1001), (1001, 1001), (2002, 498)]
-    assert all(0 <= i - offset < 1001 for offset, ids in parts for i in ids)
+def test_array_helpers():
+    assert compact([9, 0, 1, 2, 3, 7, 10]) == "0-3,7,9-10"
+    assert [len(c) for c in chunks(range(2500), 1001)] == [1001, 1001, 498]
+    assert chunks([5, 1, 3], 2) == [[1, 3], [5]]
 
 
 GRID = """
@@ -106,22 +112,40 @@ def profile_file(tmp_path: Path, text: str):
     return load_profile(str(path))
 
 
-def test_prepare_first_then_chunked_arrays_that_wait_for_it(tmp_path, monkeypatch):
-    monkeypatch.setenv("SLURM_JOB_ID", "42")  # as if submitted from inside a job
+def test_scripts_as_submitit_writes_them_match_golden_files(tmp_path):
+    m = manifest(tmp_path)
+    profile = load_profile("example-gpu")
+    big = replace(profile, shape=(replace(profile.shape[0], where=(("seed", (3, 4)),)),))  # 2 cells take the shape
+    commands = [["prepare", "sen1floods11", "--raw", "/data/raw/s1f11", "--cache", "/data/cache"]]
+    scripts = plan_scripts(m, [0, 1, 2, 3, 4], big, "sweep", commands, write_code=False)
+    assert [(s.kind, s.indices) for s in scripts] == [("prepare", ()), ("array", (0, 1, 2)), ("array", (3, 4))]
+    golden("prepare.sbatch", scripts[0].text, tmp_path)
+    golden("array.sbatch", scripts[1].text, tmp_path)
+    golden("multinode.sbatch", scripts[2].text, tmp_path)
+    assert "#SBATCH --signal=USR2@300" in scripts[1].text and "#SBATCH --requeue" in scripts[1].text
+    assert "--kill-on-bad-exit=0 --wait=60" in scripts[2].text  # rank 0 may finish its records when one is lost
+
+
+def test_prepare_first_then_chunked_arrays_that_wait_for_it(tmp_path, monkeypatch, sbatch):
+    monkeypatch.setenv("SLURM_JOB_ID", "42")  # as if submitted from inside a job: not passed on to sbatch
     cluster = Cluster()
     done = submit_indices(
         manifest(tmp_path), [0, 1, 2, 3, 4], profile_file(tmp_path, "max_array_size = 2\n"), "sweep",
         prepare=[["prepare", "sen1floods11"]], runner=cluster,
     )  # fmt: skip
-    assert done.prepare_job == "101" and len(cluster.sbatch) == 4
-    assert "--dependency" not in " ".join(cluster.sbatch[0])
-    for argv in cluster.sbatch[1:]:
-        assert "--dependency=afterok:101" in argv and "--kill-on-invalid-dep=yes" in argv
-    assert [s.offset for s in done.scripts[1:]] == [0, 2, 4]
+    scripts = submitted(sbatch)
+    assert done.prepare_job == "101" and len(scripts) == 4
+    assert "--dependency" not in scripts[0] and all(
+        (sbatch / f"env-{n}").read_text().strip() == "0" for n in (101, 102)
+    )
+    for text in scripts[1:]:
+        assert "#SBATCH --dependency=afterok:101" in text and "#SBATCH --kill-on-invalid-dep=yes" in text
+    assert [s.indices for s in done.scripts[1:]] == [(0, 1), (2, 3), (4,)]
     assert done.job_ids == ("102_0", "102_1", "103_0", "103_1", "104_0")
-    assert all(p.exists() for p in (tmp_path / "runs" / "slurm").glob("*.sbatch"))
-    assert "#SBATCH --array=0-1%1" in done.scripts[2].text and "+ 2))" in done.scripts[2].text
-    assert [s.text.count("%1\n") for s in done.scripts[1:]] == [1, 1, 1]  # 3 arrays share max_parallel = 3
+    assert [s.text for s in done.scripts] == scripts  # what was submitted is what the report shows
+    assert sorted(p.read_text() for p in (tmp_path / "runs" / "slurm").glob("*.sbatch")) == sorted(scripts)
+    assert [t.count("%1\n") for t in scripts[1:]] == [1, 1, 1]  # 3 arrays share max_parallel = 3
+    assert "#SBATCH --array=0-1%1" in scripts[2] and "#SBATCH --array=0-0%1" in scripts[3]
 
 
 @pytest.mark.parametrize(
@@ -146,19 +170,20 @@ def test_prepare_first_then_chunked_arrays_that_wait_for_it(tmp_path, monkeypatc
         ),
     ],
 )
-def test_refusals_submit_nothing(tmp_path, device, cluster, profile_text, message):
+def test_refusals_submit_nothing(tmp_path, device, cluster, profile_text, message, sbatch):
     m = manifest(tmp_path, device)
     with pytest.raises(SubmitError, match=message):
         submit_indices(m, [0, 1], profile_file(tmp_path, profile_text), "sweep", runner=cluster)
-    assert cluster.sbatch == [] and not (tmp_path / "runs" / "slurm").exists()
+    assert submitted(sbatch) == [] and not (tmp_path / "runs" / "slurm").exists()
 
 
-def test_dry_run_lists_sbatch_lines_and_estimates_hours(tmp_path):
+def test_dry_run_lists_sbatch_lines_and_estimates_hours(tmp_path, sbatch):
     cluster = Cluster()
     profile = profile_file(tmp_path, "cpus_per_task = 2\ntime_limit_min = 90\n")
     done = submit_indices(manifest(tmp_path), [1, 3], profile, "rerun", dry_run=True, runner=cluster)
-    assert cluster.sbatch == [] and not (tmp_path / "runs" / "slurm").exists()
-    assert done.commands[0].startswith("sbatch --parsable ") and "#SBATCH --array=1,3%2" in done.scripts[0].text
+    assert submitted(sbatch) == [] and not (tmp_path / "runs").exists()
+    assert done.commands[0].startswith("sbatch ") and "#SBATCH --array=0-1%2" in done.scripts[0].text
+    assert done.scripts[0].indices == (1, 3)
     assert done.gpu_hours == 0 and done.cpu_hours == pytest.approx(2 * 2 * 1.5)
 
 
@@ -176,7 +201,7 @@ def test_local_profiles_show_cells_their_gpus_and_refuse_cuda_without_any(tmp_pa
     assert seen == {"local": "", "local-gpu": "0"}
 
 
-def test_submission_runs_a_snapshot_of_the_code_that_later_edits_do_not_touch(tmp_path):
+def test_submission_runs_a_snapshot_of_the_code_that_later_edits_do_not_touch(tmp_path, sbatch):
     import hpc.snapshot as snap
 
     cluster = Cluster()
@@ -186,7 +211,7 @@ def test_submission_runs_a_snapshot_of_the_code_that_later_edits_do_not_touch(tm
     done = submit_indices(m, [0, 1], profile_file(tmp_path, ""), "sweep", runner=cluster)
     [code] = list((tmp_path / "runs" / "code").iterdir())
     assert f"export PYTHONPATH={code}" in done.scripts[0].text and str(code) in dry.scripts[0].text
-    assert {p.name for p in code.iterdir()} == {"geopeft", "hpc", "analysis", "sbatch"}
+    assert {p.name for p in code.iterdir()} == {"geopeft", "hpc", "analysis"}
     assert (code / "hpc" / "snapshot.py").read_text() == Path(snap.__file__).read_text()
     assert not list(code.rglob("__pycache__"))
     again = submit_indices(m, [0, 1], profile_file(tmp_path, ""), "rerun", runner=cluster)
@@ -222,20 +247,17 @@ def test_throttles_share_the_cap_across_arrays(sizes, parallel):
         assert caps == [1] * len(sizes)
 
 
-def test_max_parallel_caps_the_whole_sweep_not_each_chunk(tmp_path):
+def test_max_parallel_caps_the_whole_sweep_not_each_chunk(tmp_path, sbatch):
     cluster = Cluster()  # 5 cells, MaxArraySize 1 -> 5 arrays; max_parallel 2 -> 2 lanes of %1 arrays
-    done = submit_indices(
-        manifest(tmp_path), [0, 1, 2, 3, 4], replace(profile_file(tmp_path, "max_array_size = 1\n"), max_parallel=2),
-        "sweep", prepare=[["prepare", "sen1floods11"]], runner=cluster,
-    )  # fmt: skip
-    _, *arrays = cluster.sbatch
-    assert all("%1" in s.text for s in done.scripts[1:])
-    deps = [next((a for a in argv if a.startswith("--dependency=")), "") for argv in arrays]
+    profile = replace(profile_file(tmp_path, "max_array_size = 1\n"), max_parallel=2)
+    submit_indices(
+        manifest(tmp_path), [0, 1, 2, 3, 4], profile, "sweep", prepare=[["prepare", "sen1floods11"]], runner=cluster
+    )
+    _, *arrays = submitted(sbatch)
+    assert all("#SBATCH --array=0-0%1" in text for text in arrays)
+    deps = [re.search(r"^#SBATCH --dependency=(.*)$", text, re.M) for text in arrays]
     ids = [str(101 + n) for n in range(1, 6)]  # the prepare job is 101
-    assert deps[:2] == ["--dependency=afterok:101"] * 2
-    assert deps[2:] == [f"--dependency=afterok:101,afterany:{ids[n]}" for n in range(3)]
-    dry = submit_indices(
-        manifest(tmp_path), [0, 1, 2, 3, 4], replace(profile_file(tmp_path, "max_array_size = 1\n"), max_parallel=2),
-        "sweep", runner=cluster, dry_run=True,
-    )  # fmt: skip
-    assert "--dependency=afterany:<array 0>" in dry.commands[2]
+    assert [d.group(1) if d else "" for d in deps[:2]] == ["afterok:101"] * 2
+    assert [d.group(1) if d else "" for d in deps[2:]] == [f"afterok:101,afterany:{ids[n]}" for n in range(3)]
+    dry = submit_indices(manifest(tmp_path), [0, 1, 2, 3, 4], profile, "sweep", runner=cluster, dry_run=True)
+    assert "#SBATCH --dependency='afterany:<array 0>'" in dry.scripts[2].text

@@ -42,13 +42,17 @@ from geopeft.train.sampling import BatchLayout
 from geopeft.tuning.registry import apply_tuning, load_trainable_state_dict, trainable_state_dict
 
 Log = Callable[[str], None]
+#: Puts a preempted cell's job back in the queue and returns its id (None when not under a scheduler).
+Requeue = Callable[[], str | None]
 
 
 def _log(message: str) -> None:
     print(message, flush=True)
 
 
-def run_cell(spec: CellSpec, env: RunEnv, paths: CellPaths, *, log: Log = _log) -> CellResult | None:
+def run_cell(
+    spec: CellSpec, env: RunEnv, paths: CellPaths, *, log: Log = _log, requeue: Requeue = requeue
+) -> CellResult | None:
     """Train and test one cell, or return its existing result; ``None`` when another process owns the cell.
 
     Args:
@@ -56,6 +60,8 @@ def run_cell(spec: CellSpec, env: RunEnv, paths: CellPaths, *, log: Log = _log) 
         env: where the caches are and how many workers/threads to use.
         paths: the cell directory (``paths.dir`` ends with ``spec.cell_id``).
         log: sink for progress lines.
+        requeue: puts a preempted cell's job back in the queue (its id; None outside SLURM). The default runs
+            ``scontrol requeue``; a launcher passes its own (``hpc.task``: through submitit's ``Checkpointable``).
 
     Every rank of a multi-process launch (torchrun, or srun with one task per GPU) calls it; the ranks come from
     the environment (:class:`~geopeft.train.distributed.DistEnv`), all of them train and test, and only rank 0
@@ -88,7 +94,7 @@ def run_cell(spec: CellSpec, env: RunEnv, paths: CellPaths, *, log: Log = _log) 
             skip_attempt(paths, taken.describe())
             log(f"{spec.slug} [{spec.cell_id}]: already running ({taken.describe()}); leaving it to that process")
     with held(lease):
-        return _attempt(spec, env, paths, log, ranks, lease, attempt)
+        return _attempt(spec, env, paths, log, ranks, lease, attempt, requeue)
 
 
 def _existing_result(spec: CellSpec, paths: CellPaths, log: Log) -> CellResult | None:
@@ -128,6 +134,7 @@ def _attempt(
     ranks: DistEnv,
     lease: Lease | None,
     attempt: AttemptCounter,
+    requeue: Requeue,
 ) -> CellResult | None:
     """The attempt of :func:`run_cell` while rank 0 holds the lease (or learns, with every rank, that it does not)."""
     try:
@@ -140,7 +147,7 @@ def _attempt(
                 result = _train_and_test(spec, env, paths, log, ranks, attempt, lease)
     except BaseException as exc:
         if ranks.is_main and lease is not None:
-            _record_failure(spec, paths, log, exc, attempt.number)
+            _record_failure(spec, paths, log, exc, attempt.number, requeue)
         raise
     if ranks.is_main:
         atomic_write_json(paths.result, result.to_dict())
@@ -150,7 +157,9 @@ def _attempt(
     return result
 
 
-def _record_failure(spec: CellSpec, paths: CellPaths, log: Log, exc: BaseException, number: int) -> None:
+def _record_failure(
+    spec: CellSpec, paths: CellPaths, log: Log, exc: BaseException, number: int, requeue: Requeue
+) -> None:
     """Rank 0's records of a failed attempt: ``failed.json`` and the end line; a requeue after a preemption.
 
     A superseded attempt (its lease was taken over) writes only its end line: the cell belongs to the new owner.

@@ -6,9 +6,9 @@
     <root>/submissions.jsonl        one line per submitted array (job ids, indices, executor)
     <root>/.lock                    held while a sweep or rerun submits
     <root>/cluster.json             the cluster profile of the last submission (what ``rerun`` uses)
-    <root>/submitit/%j/             submitit's own pickles and logs
-    <root>/slurm/*.sbatch           the rendered scripts of every SLURM submission
-    <root>/slurm/logs/              their logs; prepare-<job>.out and, once it succeeded, prepare-<job>.ok
+    <root>/submitit/%j/             submitit's scripts, pickles and logs (``<job>_0_log.out``) of every job
+    <root>/slurm/*.sbatch           a copy of the script of every SLURM job submitted (what was submitted)
+    <root>/slurm/logs/              prepare-<job>.ok, the marker of a cache-prepare job that succeeded
     <root>/tables/                  collected results, LaTeX tables
     <root>/cells/<cell_id>/spec.json, attempts.jsonl, progress.json, metrics.jsonl, lease/<generation>.json,
                            ckpt/{best,last}.pt, result.json | failed.json
@@ -53,7 +53,7 @@ class SweepPaths:
 
     @property
     def slurm_dir(self) -> Path:
-        """The rendered sbatch scripts of every SLURM submission (kept: they record what was submitted)."""
+        """A copy of every sbatch script submitted (kept: they record what was submitted)."""
         return self.root / "slurm"
 
     @property
@@ -62,8 +62,12 @@ class SweepPaths:
         return self.slurm_dir / "logs"
 
     def prepare_log(self, job_id: str) -> Path:
-        """The log of cache-prepare job ``job_id``."""
-        return self.slurm_logs / f"prepare-{job_id}.out"
+        """The log of cache-prepare job ``job_id`` (submitit's, stdout and stderr together)."""
+        return self.job_log(job_id)
+
+    def job_log(self, job_id: str) -> Path:
+        """The log of SLURM job ``job_id`` (``<array>_<task>`` for an array task) as submitit writes it."""
+        return self.root / "submitit" / job_id / f"{job_id}_0_log.out"
 
     def prepare_ok(self, job_id: str) -> Path:
         """Written by cache-prepare job ``job_id`` as its last step, when every cache was built or verified."""

@@ -1,9 +1,10 @@
 """Which process this is: ranks from torchrun or from SLURM, the rendezvous, and the process group's life.
 
-Two launchers give ranks. ``torchrun`` (and a hand-set environment) exports ``RANK``, ``WORLD_SIZE``,
-``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``; ``srun`` (one task per GPU, what submitit starts with
-``tasks_per_node``) exports ``SLURM_PROCID``, ``SLURM_NTASKS``, ``SLURM_LOCALID`` and ``SLURM_JOB_NODELIST``. The
-torch names win when both are present. Without a given port, the rendezvous port is derived from the cell id, so
+Two kinds of launcher give ranks. ``torchrun`` (and a hand-set environment) exports ``RANK``, ``WORLD_SIZE``,
+``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``, and so does submitit's ``TorchDistributedEnvironment``, which
+geopeft's SLURM tasks run before the cell (launcher ``submitit``); ``srun`` alone (one task per GPU, e.g.
+``sbatch/cells.sbatch``) exports ``SLURM_PROCID``, ``SLURM_NTASKS``, ``SLURM_LOCALID`` and ``SLURM_JOB_NODELIST``.
+The torch names win when both are present. Without a given port, the rendezvous port is derived from the cell id, so
 array tasks of different cells that share a node never meet on one port; the address is the first host of the
 node list. :meth:`DistEnv.export` writes the torch names back, which DeepSpeed needs (it otherwise tries MPI).
 
@@ -66,7 +67,7 @@ class DistEnv:
         local_rank: rank on this node (picks the GPU).
         master_addr: host of rank 0.
         master_port: rendezvous port.
-        launcher: ``single``, ``torchrun`` or ``slurm``.
+        launcher: ``single``, ``torchrun``, ``submitit`` (torch names exported by submitit) or ``slurm``.
     """
 
     rank: int = 0
@@ -95,7 +96,7 @@ class DistEnv:
                 local_rank=_int(env, "LOCAL_RANK") if "LOCAL_RANK" in env else 0,
                 master_addr=env.get("MASTER_ADDR", "127.0.0.1"),
                 master_port=port,
-                launcher="torchrun",
+                launcher="submitit" if env.get("SUBMITIT_EXECUTOR") == "slurm" else "torchrun",
             )
         if "SLURM_PROCID" in env and "SLURM_NTASKS" in env:
             addr = env.get("MASTER_ADDR") or first_host(env.get("SLURM_JOB_NODELIST", "127.0.0.1"))
