@@ -181,13 +181,14 @@ def status(
     stage: Stage = "seeds",
 ) -> None:
     """Show the grid of cells (done / failed / running / pending / missing) from the files."""
+    from geopeft.paths import SweepPaths
     from hpc import stages
     from hpc import status as st
     from hpc.grid import sweep_root
     from hpc.manifest import read_manifest
     from hpc.sweep import states
 
-    root = sweep_root(grid) / (stages.SEARCH_DIR if stage == "lr" else "")
+    root = SweepPaths(sweep_root(grid)).search.root if stage == "lr" else sweep_root(grid)
     manifest = read_manifest(root)
     render = stages.render_search if stages.is_search_sweep(root) else st.render
     if watch:

@@ -16,6 +16,7 @@ import shutil
 from pathlib import Path
 
 from geopeft.errors import SubmitError
+from geopeft.paths import SweepPaths
 
 #: The import packages a cell needs (``analysis`` too: ``hpc.cli`` reaches it for tables and reports).
 PACKAGES = ("geopeft", "hpc", "analysis")
@@ -60,7 +61,7 @@ def snapshot(root: Path, *, write: bool = True) -> Path:
         ``<root>/code/<hash>``, holding one folder per package.
     """
     dirs = package_dirs()
-    final = root / "code" / code_hash(dirs)
+    final = SweepPaths(Path(root)).code_dir / code_hash(dirs)
     if not write or final.is_dir():
         return final
     final.parent.mkdir(parents=True, exist_ok=True)

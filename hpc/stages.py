@@ -33,9 +33,6 @@ from geopeft.spec import CellSpec
 
 STAGES = ("lr", "seeds")
 SEARCH = "search"
-SEARCH_DIR = "lr-search"
-CHOICES_FILE = "lr_choices.json"
-SETTINGS_FILE = "search.json"
 SEARCH_KEYS = ("lrs", "seed")
 
 
@@ -139,7 +136,7 @@ class LrPlan:
     @property
     def output(self) -> Path:
         """The sweep directory of this stage."""
-        return self.root / SEARCH_DIR if self.stage == "lr" else self.root
+        return SweepPaths(self.root).search.root if self.stage == "lr" else self.root
 
     def cells(self, cell: dict[str, Any], label: str) -> list[dict[str, Any]]:
         """The cells (as dicts with a numeric rate) that one expanded grid cell stands for in this stage."""
@@ -185,7 +182,7 @@ def _with(cell: dict[str, Any], lr: float, seed: Any) -> dict[str, Any]:
 
 def recorded_choices(root: Path) -> dict[str, Any]:
     """The choices recorded in ``<root>/lr_choices.json`` (search key -> choice), empty when none."""
-    path = root / CHOICES_FILE
+    path = SweepPaths(root).lr_choices
     if not path.exists():
         return {}
     choices = read_json(path).get("choices", {})
@@ -212,7 +209,7 @@ def make_choices(root: Path, settings: SearchSettings) -> dict[str, Any]:
     """Choose a rate for every search in ``<root>/lr-search`` whose rates are all done (search key -> choice)."""
     from hpc.manifest import read_manifest  # here: the manifest module imports the grid, which imports this lazily
 
-    search = SweepPaths(root / SEARCH_DIR)
+    search = SweepPaths(root).search
     if not search.manifest.exists():
         return {}
     runs: dict[str, dict[float, tuple[CellSpec, tuple[float, int] | None]]] = {}
@@ -239,15 +236,15 @@ def make_choices(root: Path, settings: SearchSettings) -> dict[str, Any]:
 def record(stage: str, root: Path, settings: SearchSettings | None, new: Mapping[str, Any]) -> None:
     """Write what a submitted stage decided: the search settings (``lr``) or the new choices (``seeds``)."""
     if stage == "lr" and settings is not None:
-        path = root / SEARCH_DIR / SETTINGS_FILE
+        path = SweepPaths(root).search.search_settings
         atomic_write_json(path, {"lrs": list(settings.lrs), "seed": settings.seed})
     elif new:
-        atomic_write_json(root / CHOICES_FILE, {"choices": {**recorded_choices(root), **new}})
+        atomic_write_json(SweepPaths(root).lr_choices, {"choices": {**recorded_choices(root), **new}})
 
 
 def is_search_sweep(root: Path) -> bool:
     """Whether ``root`` is the sweep directory of an lr stage."""
-    return (root / SETTINGS_FILE).exists()
+    return SweepPaths(root).search_settings.exists()
 
 
 def render_search(manifest: Any, current: Mapping[int, Any]) -> str:

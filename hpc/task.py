@@ -60,7 +60,8 @@ class CellTask(submitit.helpers.Checkpointable):
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
         if on_slurm and int(os.environ.get("SLURM_NTASKS", "1")) > 1:
             submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
-        cap = slot(Path(self.root) / ".slots", self.max_parallel) if self.max_parallel else contextlib.nullcontext()
+        slots = manifest.paths.slots
+        cap = slot(slots, self.max_parallel) if self.max_parallel else contextlib.nullcontext()
         with cap:
             run_cell(entry.spec, manifest.env, paths, requeue=(lambda: self.requeue(index)) if on_slurm else requeue)
         return entry.cell_id

@@ -13,7 +13,7 @@ from geopeft.errors import ConfigError
 from geopeft.paths import SweepPaths
 from hpc.grid import load_grid
 from hpc.manifest import plan, write_manifest
-from hpc.stages import CHOICES_FILE, SEARCH_DIR, parse_search, record, recorded_choices, render_search
+from hpc.stages import parse_search, record, recorded_choices, render_search
 from hpc.sweep import states
 
 GRID = """
@@ -52,7 +52,7 @@ def finish(root: Path, cell_id: str, val_by_epoch: dict[int, float], best_epoch:
 
 def test_lr_stage_expands_search_cells_once_per_rate(tmp_path: Path) -> None:
     grid = load_grid(write(tmp_path), stage="lr")
-    assert grid.output == tmp_path / "runs" / SEARCH_DIR
+    assert grid.output == SweepPaths(tmp_path / "runs").search.root
     assert [(c.tuning.method, c.seed, c.train.lr) for c in grid.cells] == [
         ("lora", 7, 1e-4),
         ("lora", 7, 1e-3),
@@ -81,7 +81,7 @@ def test_seeds_stage_waits_then_uses_the_best_rate(tmp_path: Path) -> None:
     assert not grid.plan.waiting
     lora = [c for c in grid.cells if c.tuning.method == "lora"]
     assert [(c.seed, c.train.lr) for c in lora] == [(0, 1e-3), (1, 1e-3)]
-    assert not (tmp_path / "runs" / CHOICES_FILE).exists()  # recorded only on submission
+    assert not SweepPaths(tmp_path / "runs").lr_choices.exists()  # recorded only on submission
     record(grid.stage, grid.plan.root, grid.plan.settings, grid.plan.new)
     (choice,) = recorded_choices(tmp_path / "runs").values()
     assert choice["lr"] == 1e-3 and choice["label"] == "prithvi_tiny/lora/linear/sen1floods11"

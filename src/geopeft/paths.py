@@ -5,6 +5,10 @@
     <root>/manifest.json            index -> cell id -> spec, plus the run environment
     <root>/submissions.jsonl        one line per submitted array (job ids, indices, executor)
     <root>/.lock                    held while a sweep or rerun submits
+    <root>/.slots/                  the local executor's cap on cells running at once
+    <root>/code/<hash>/             the code snapshot each submission runs
+    <root>/lr-search/               the learning-rate search stage, a sweep of its own (search.json marks it)
+    <root>/lr_choices.json          the rate chosen for each searched cell
     <root>/cluster.json             the cluster profile of the last submission (what ``rerun`` uses)
     <root>/submitit/%j/             submitit's scripts, pickles and logs (``<job>_0_log.out``) of every job
     <root>/slurm/*.sbatch           a copy of the script of every SLURM job submitted (what was submitted)
@@ -45,6 +49,31 @@ class SweepPaths:
     def cluster(self) -> Path:
         """The cluster profile the sweep was last submitted with (``rerun`` uses it unless told otherwise)."""
         return self.root / "cluster.json"
+
+    @property
+    def code_dir(self) -> Path:
+        """The code snapshots of the submissions (``<hash>/`` each, :mod:`hpc.snapshot`)."""
+        return self.root / "code"
+
+    @property
+    def slots(self) -> Path:
+        """The slot files that cap the cells running at once on the local executor."""
+        return self.root / ".slots"
+
+    @property
+    def search(self) -> SweepPaths:
+        """The sweep of the learning-rate search stage (``--stage lr``) of this sweep."""
+        return SweepPaths(self.root / "lr-search")
+
+    @property
+    def search_settings(self) -> Path:
+        """In a search sweep: the ``lr_search`` block it was submitted with (what marks a search sweep)."""
+        return self.root / "search.json"
+
+    @property
+    def lr_choices(self) -> Path:
+        """The learning rate chosen for each searched cell (recorded once, never changed)."""
+        return self.root / "lr_choices.json"
 
     @property
     def submitit_dir(self) -> Path:

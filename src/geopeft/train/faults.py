@@ -63,8 +63,8 @@ def _remember(signum: int, frame: FrameType | None) -> None:
 def defer_preemption() -> None:
     """Make SIGUSR2 outside training a flag instead of the default (terminating the process).
 
-    ``geopeft run-cell`` (what ``sbatch/cells.sbatch`` runs) calls this first, so a warning signal that arrives while the
-    cell starts up is kept: the next :class:`Preemption` starts with :attr:`Preemption.requested` set, and training
+    ``geopeft run-cell`` (what ``sbatch/cells.sbatch`` runs) calls this first, so a warning signal that arrives while
+    the cell starts up is kept: the next :class:`Preemption` starts with :attr:`Preemption.requested` set, and training
     checkpoints and requeues at its first step boundary. One that arrives while the best checkpoint is tested lets
     the test finish. Under submitit, whose own handler is in place, this is not called.
     """
