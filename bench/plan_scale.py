@@ -16,10 +16,10 @@ from pathlib import Path
 
 from geopeft.attempts import end_attempt, start_attempt
 from geopeft.io import atomic_write_json
-from hpc.profiles import load_profile
+from hpc.launch.submit import submit_indices
+from hpc.scheduler.profiles import load_profile
+from hpc.state.cells import states
 from hpc.status import render
-from hpc.submit import submit_indices
-from hpc.sweep import states
 
 N = 10_000
 GRID = """
@@ -56,8 +56,9 @@ def main() -> None:
     import geopeft.data.registry
     import geopeft.models.build
     import geopeft.tuning.registry  # noqa: F401 - the registries (and torch) load before the clock starts
-    from hpc.grid import load_grid
-    from hpc.manifest import plan, write_manifest
+    from hpc.plan.grid import load_grid
+    from hpc.plan.manifests import plan
+    from hpc.state.manifest import write_manifest
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

@@ -146,7 +146,7 @@ def sweep(
     if simulate_gpus and not dry_run:
         raise GeopeftError("--simulate-gpus plays the plan instead of submitting it: add --dry-run")
     from hpc.plan_text import print_estimate, print_report
-    from hpc.profiles import load_profile
+    from hpc.scheduler.profiles import load_profile
     from hpc.sweep import sweep as submit
 
     profile = load_profile(cluster)
@@ -182,15 +182,15 @@ def status(
 ) -> None:
     """Show the grid of cells (done / failed / running / pending / missing) from the files."""
     from geopeft.paths import SweepPaths
-    from hpc import stages
     from hpc import status as st
-    from hpc.grid import sweep_root
-    from hpc.manifest import read_manifest
-    from hpc.sweep import states
+    from hpc.plan.grid import sweep_root
+    from hpc.plan.lr_search import is_search_sweep
+    from hpc.state.cells import states
+    from hpc.state.manifest import read_manifest
 
     root = SweepPaths(sweep_root(grid)).search.root if stage == "lr" else sweep_root(grid)
     manifest = read_manifest(root)
-    render = stages.render_search if stages.is_search_sweep(root) else st.render
+    render = st.render_search if is_search_sweep(root) else st.render
     if watch:
         st.watch(manifest, render, poll_s=interval, timeout_s=timeout)
         return
@@ -217,9 +217,9 @@ def rerun(
     The cells go where the sweep went (the cluster profile it was last submitted with) unless --cluster says
     otherwise; missing caches are rebuilt as `sweep` builds them.
     """
-    from hpc.grid import sweep_root
+    from hpc.plan.grid import sweep_root
     from hpc.plan_text import print_report
-    from hpc.profiles import load_profile
+    from hpc.scheduler.profiles import load_profile
     from hpc.sweep import rerun as resubmit
 
     if not (failed or missing or cells):
@@ -242,7 +242,7 @@ def rerun(
 def tables(grid: Grid) -> None:
     """Collect result.json files into the tidy table and every table (paper layout, comparisons, LaTeX)."""
     from analysis.tables import write_all
-    from hpc.grid import sweep_root
+    from hpc.plan.grid import sweep_root
 
     written = write_all(sweep_root(grid))
     for name, path in written.files.items():
@@ -259,7 +259,7 @@ def report(
 ) -> None:
     """Every table and figure of a sweep in one PDF (<sweep>/tables/report.pdf; the .tex without LaTeX)."""
     from analysis.report import build_report
-    from hpc.grid import sweep_root
+    from hpc.plan.grid import sweep_root
 
     built = build_report(sweep_root(grid), compile_latex=compile_latex)
     for note in built.notes:
@@ -273,8 +273,8 @@ def report(
 def run_cell(grid: Grid, index: int) -> None:
     """Run the cell at a manifest index in this process (what SLURM array tasks run, and a debugging aid)."""
     from geopeft.train.faults import defer_preemption
-    from hpc.grid import sweep_root
-    from hpc.task import CellTask
+    from hpc.launch.task import CellTask
+    from hpc.plan.grid import sweep_root
 
     defer_preemption()  # SLURM's USR2 warning before training starts is kept, not fatal
 
@@ -295,8 +295,8 @@ def _weights_root(root: Path | None, grid: Path | None) -> tuple[Path, list[str]
         if root is None:
             raise GeopeftError("say where the weights lie: --root DIR or --grid GRID")
         return root, []
-    from hpc.grid import load_grid
-    from hpc.weights import needed_weights
+    from hpc.plan.grid import load_grid
+    from hpc.prepare.weights import needed_weights
 
     loaded = load_grid(grid)
     return root or Path(loaded.env.weights_root), needed_weights(loaded.cells)
@@ -308,7 +308,7 @@ def weights(ctx: typer.Context, root: Root = None, grid: GridOpt = None) -> None
     """List the weights catalogue; with --root or --grid, also each file's state (missing, unverified, sha256)."""
     if ctx.invoked_subcommand is not None:
         return
-    from hpc.weights import catalogue, format_catalogue
+    from hpc.prepare.weights import catalogue, format_catalogue
 
     where = _weights_root(root, grid)[0] if (root or grid) else None
     typer.echo(format_catalogue(catalogue(where)))
@@ -327,7 +327,7 @@ def weights_fetch(
     force: Annotated[bool, typer.Option(help="download again even when the file exists")] = False,
 ) -> None:
     """Download weights files into the weights root (atomically, hashed, with a .sha256 sidecar)."""
-    from hpc.weights import fetch
+    from hpc.prepare.weights import fetch
 
     where, needed = _weights_root(root, grid)
     chosen = list(names or needed)
@@ -353,7 +353,7 @@ def weights_verify(
     sha256: Annotated[str | None, typer.Option(help="the SHA-256 the file must have")] = None,
 ) -> None:
     """Hash weights files, check them against their sidecar (and --sha256), and record the sidecar."""
-    from hpc.weights import verify
+    from hpc.prepare.weights import verify
 
     where, needed = _weights_root(root, grid)
     chosen = list(names or needed)

@@ -21,10 +21,9 @@ from pathlib import Path
 from geopeft.attempts import read_attempts
 from geopeft.io import read_json
 from hpc.cli import app
-from hpc.grid import sweep_root
-from hpc.manifest import read_manifest
-from hpc.state import State
-from hpc.sweep import states
+from hpc.plan.grid import sweep_root
+from hpc.state.cells import State, states
+from hpc.state.manifest import read_manifest
 
 GRID = Path("sweeps/demo.yaml")
 RAW = Path("data/raw/sen1floods11")

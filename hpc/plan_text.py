@@ -9,7 +9,7 @@ import typer
 
 if TYPE_CHECKING:
     from geopeft.spec import CellSpec
-    from hpc.profiles import ClusterProfile
+    from hpc.scheduler.profiles import ClusterProfile
     from hpc.sweep import SubmitReport
 
 SHOWN = 50  # cells and job ids listed in a report; more are counted
@@ -54,8 +54,8 @@ def print_estimate(report: SubmitReport, grid: Path, profile: ClusterProfile, st
     """Array tasks per shape and expected hours (the paper's run times) of this stage and of a pending search."""
     from analysis.labels import dataset_label, main_decoder, model_label, peft_label
     from analysis.paper import REFERENCE_DIR
-    from hpc.estimate import estimate, format_estimate, read_paper_times
-    from hpc.grid import load_grid
+    from hpc.plan.estimate import estimate, format_estimate, read_paper_times
+    from hpc.plan.grid import load_grid
 
     times = read_paper_times(REFERENCE_DIR / "epoch_and_time.csv")
 

@@ -25,7 +25,7 @@ from geopeft.errors import ConfigError, GeopeftError
 from geopeft.io import read_json, read_jsonl
 from geopeft.paths import CellPaths
 from geopeft.result import CellResult
-from hpc.manifest import Entry, Manifest, read_manifest
+from hpc.state.manifest import Entry, Manifest, read_manifest
 
 #: ``--best`` keys that abbreviate a spec field.
 ALIASES = {"method": "tuning.method", "tuning": "tuning.method", "decoder": "decoder.name", "seed": "seed"}
@@ -209,7 +209,7 @@ def predict(
 ) -> None:
     """Apply a done cell to a GeoTIFF of any size: a class GeoTIFF (and --probabilities) on the scene's grid."""
     from geopeft.predict import PredictOptions, load_cell, predict_scene
-    from hpc.grid import sweep_root
+    from hpc.plan.grid import sweep_root
 
     manifest = read_manifest(sweep_root(grid))
     choice = choose(manifest, cell=cell, best=best)

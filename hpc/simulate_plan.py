@@ -1,4 +1,4 @@
-"""A grid's whole study (learning-rate search and seeded cells) as the submissions :mod:`hpc.simulate` plays.
+"""A grid's whole study (learning-rate search and seeded cells) as the submissions :mod:`hpc.plan.simulate` plays.
 
 Two plans (``geopeft sweep GRID --dry-run --simulate-gpus N --simulate-plan P``):
 
@@ -12,9 +12,10 @@ Two plans (``geopeft sweep GRID --dry-run --simulate-gpus N --simulate-plan P``)
 The cells are what dry runs of the two stages would submit (:func:`hpc.sweep.sweep`; done, running and pending
 cells are not played). The cells waiting for a search come from the seeds stage's expansion with a rate chosen for
 every search (the rate changes neither a cell's resources nor its run time) and take the manifest indices after
-the existing ones, as :func:`hpc.manifest.plan` appends them. Arrays, ``%P`` and lanes are those
-:func:`hpc.arrays.plan_arrays` plans. A cell runs the paper's time of its (model, PEFT, dataset) row, or of its
-backbone's Full FT row by analogy, else its time limit (:func:`hpc.estimate.time_hint`, as the dry run's
+the existing ones, as :func:`hpc.plan.manifests.plan` appends them. Arrays, ``%P`` and lanes are those
+:func:`hpc.scheduler.arrays.plan_arrays` plans. A cell runs the paper's time of its (model, PEFT, dataset) row, or of
+its
+backbone's Full FT row by analogy, else its time limit (:func:`hpc.plan.estimate.time_hint`, as the dry run's
 estimate). A submission at time 0 whose dry run has a prepare job waits for it for the profile's
 ``prepare_time_min``, its time limit: an upper bound (the makespan with the caches already built is printed too);
 a submission made after the search finds the caches built.
@@ -32,10 +33,10 @@ import yaml
 
 from geopeft.errors import ConfigError, unknown_choice
 from geopeft.spec import CellSpec
-from hpc.arrays import plan_arrays
-from hpc.estimate import Labeller, Times, time_hint
-from hpc.profiles import ClusterProfile, Resources
-from hpc.simulate import Array, Result, Run, Submission, Task, lower_bounds, simulate
+from hpc.plan.estimate import Labeller, Times, time_hint
+from hpc.plan.simulate import Array, Result, Run, Submission, Task, lower_bounds, simulate
+from hpc.scheduler.arrays import plan_arrays
+from hpc.scheduler.profiles import ClusterProfile, Resources
 
 if TYPE_CHECKING:
     from hpc.sweep import SubmitReport
@@ -44,7 +45,7 @@ PLANS = ("separate", "overlapped")
 LR, SEEDS, SEARCHED = "lr", "seeds", "seeds of searched cells"
 LR_DONE = "the lr stage"
 BOUNDS = {"GPUs": "GPUs", "%P": "%P", "chain": "longest chain"}
-#: The lower bounds in words (:func:`hpc.simulate.lower_bounds`).
+#: The lower bounds in words (:func:`hpc.plan.simulate.lower_bounds`).
 MEANING = {
     "GPUs": "all GPU time / N",
     "%P": "each array's work / its %P, after what it waits for",
@@ -103,8 +104,8 @@ class StudyCells:
 
 def study_cells(grid: Path, profile: ClusterProfile, reports: Mapping[str, SubmitReport]) -> StudyCells:
     """The cells of both stages from their dry runs (``reports``: those already made, by stage)."""
-    from hpc.grid import expand, load_grid
-    from hpc.stages import LrPlan, search_key, search_label
+    from hpc.plan.grid import expand, load_grid
+    from hpc.plan.lr_search import LrPlan, search_key, search_label
     from hpc.sweep import sweep
 
     def dry(stage: str) -> SubmitReport:
@@ -166,7 +167,7 @@ def submissions(
     cells: StudyCells, plan: str, profile: ClusterProfile, times: Times, labels: Labeller, prepare_min: float
 ) -> tuple[Submission, ...]:
     """The submissions of ``plan`` for ``cells`` on ``profile``; prepare jobs take ``prepare_min``."""
-    from hpc.stages import search_key
+    from hpc.plan.lr_search import search_key
 
     if plan not in PLANS:
         raise unknown_choice("simulated plan", plan, PLANS)
@@ -217,7 +218,7 @@ def format_simulation(
     reports: Mapping[str, SubmitReport],
 ) -> list[str]:
     """What ``--simulate-gpus`` prints: both plans at the profile's %P and at %P = N, then ``plan`` in detail."""
-    from hpc.estimate import read_paper_times
+    from hpc.plan.estimate import read_paper_times
 
     if profile.executor != "slurm" or profile.gpus_per_task < 1:
         raise ConfigError(

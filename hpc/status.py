@@ -16,9 +16,9 @@ from dataclasses import asdict
 from typing import Any
 
 from geopeft.spec import CellSpec
-from hpc.manifest import Manifest
-from hpc.state import CellState, State
-from hpc.sweep import states
+from hpc.plan.lr_search import recorded_choices, search_label, val_score
+from hpc.state.cells import CellState, State, states
+from hpc.state.manifest import Manifest
 
 MARKS = {State.DONE: "✓", State.FAILED: "✗", State.RUNNING: "▶", State.PENDING: "…", State.MISSING: "·"}
 
@@ -157,3 +157,27 @@ def watch(
             live.update(Text(draw(manifest, current) + (footer if busy(current) else "")), refresh=True)
 
         return wait(manifest, poll_s=poll_s, timeout_s=timeout_s, on_poll=redraw)
+
+
+def render_search(manifest: Any, current: Mapping[int, Any]) -> str:
+    """The lr stage as a table: one row per searched cell, one column per rate, a mark and val mIoU each.
+
+    The recorded choice of a row (from ``<main sweep>/lr_choices.json``) is starred.
+    """
+    chosen = {c["cell_id"] for c in recorded_choices(manifest.root.parent).values()}
+    rows: dict[str, dict[float, str]] = {}
+    rates: set[float] = set()
+    for e in manifest.active():
+        score = val_score(manifest.paths.cell(e.cell_id))
+        mark = MARKS[current[e.index].state] + (f" {100 * score[0]:.1f}" if score else "")
+        rows.setdefault(search_label(e.spec), {})[e.spec.train.lr] = mark + ("*" if e.cell_id in chosen else "")
+        rates.add(e.spec.train.lr)
+    columns = sorted(rates)
+    table = [["cell", *(f"{lr:.2e}" for lr in columns)]]
+    table += [[label, *(marks.get(lr, "-") for lr in columns)] for label, marks in rows.items()]
+    widths = [max(len(r[c]) for r in table) for c in range(len(table[0]))]
+    lines = [f"lr search {manifest.name}: {manifest.root}"]
+    lines += ["  ".join(x.ljust(w) for x, w in zip(r, widths, strict=True)).rstrip() for r in table]
+    lines.append("(mark and val mIoU at the best-val-loss epoch per rate; * = the recorded choice)")
+    lines.append(summary_line(dict(current)))
+    return "\n".join(lines)

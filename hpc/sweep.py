@@ -14,15 +14,16 @@ from pathlib import Path
 from geopeft.errors import ConfigError, SubmitError
 from geopeft.io import read_jsonl
 from geopeft.paths import SweepPaths
-from hpc.admission import check_submission, refusals
-from hpc.caches import RawSource
-from hpc.grid import load_grid
-from hpc.locks import exclusive
-from hpc.manifest import Manifest, plan, read_manifest, write_manifest
-from hpc.profiles import ClusterProfile, load_profile, record_profile, recorded_profile
-from hpc.stages import is_search_sweep
-from hpc.state import CellState, State, cell_state, latest_submissions
-from hpc.submit import Submission, submit_indices
+from hpc.launch.admission import check_submission, refusals
+from hpc.launch.submit import Submission, submit_indices
+from hpc.plan.grid import load_grid
+from hpc.plan.lr_search import is_search_sweep
+from hpc.plan.manifests import plan
+from hpc.prepare.caches import RawSource
+from hpc.scheduler.locks import exclusive
+from hpc.scheduler.profiles import ClusterProfile, load_profile, record_profile, recorded_profile
+from hpc.state.cells import CellState, State, states
+from hpc.state.manifest import Manifest, read_manifest, write_manifest
 
 RERUN_CHOICES = ("failed", "missing", "incomplete")
 
@@ -31,7 +32,7 @@ RERUN_CHOICES = ("failed", "missing", "incomplete")
 class SubmitReport:
     """What a sweep or rerun did (``submission``: scripts, sbatch lines, prepare job, GPU-hour estimate).
 
-    ``waiting`` names the cells held back until their learning-rate search is done (:mod:`hpc.stages`);
+    ``waiting`` names the cells held back until their learning-rate search is done (:mod:`hpc.plan.lr_search`);
     ``blockers`` (dry runs only) what would refuse the real submission: missing caches, weights, partitions.
     """
 
@@ -45,23 +46,17 @@ class SubmitReport:
     blockers: tuple[str, ...] = ()
 
 
-def states(manifest: Manifest) -> dict[int, CellState]:
-    """Manifest index -> state, for the cells in the grid."""
-    subs = latest_submissions(manifest.paths)
-    return {e.index: cell_state(manifest.paths.cell(e.cell_id), subs.get(e.cell_id)) for e in manifest.active()}
-
-
 def sweep(
     grid_file: str | Path, profile: ClusterProfile, *, dry_run: bool = False, stage: str = "seeds"
 ) -> SubmitReport:
     """Plan ``grid_file`` into its manifest and submit every cell not done, running or pending.
 
     ``stage`` is ``seeds`` (every cell at its written or chosen rate) or ``lr`` (the learning-rate search into
-    ``<output>/lr-search``; see :mod:`hpc.stages`).
+    ``<output>/lr-search``; see :mod:`hpc.plan.lr_search`).
     """
-    from hpc.caches import build_caches, local_builds, prepare_commands
-    from hpc.stages import record
-    from hpc.weights import check_weights
+    from hpc.plan.lr_search import record
+    from hpc.prepare.caches import build_caches, local_builds, prepare_commands
+    from hpc.prepare.weights import check_weights
 
     grid = load_grid(grid_file, stage=stage)
     slurm = profile.executor == "slurm"
@@ -147,7 +142,7 @@ def rerun(
         builds: list[RawSource] = []
         blockers: list[str] = []
         if todo:
-            from hpc.weights import check_weights
+            from hpc.prepare.weights import check_weights
 
             specs = [manifest.entry(i).spec for i in todo]
             blockers += refusals(lambda: check_weights(specs, manifest.env.weights_root, str(paths.root)), dry_run)
@@ -160,7 +155,7 @@ def rerun(
             blockers += refusals(caches, dry_run)
             blockers += refusals(lambda: check_submission(manifest, todo, profile), dry_run)
             if builds and not dry_run:
-                from hpc.caches import build_caches
+                from hpc.prepare.caches import build_caches
 
                 build_caches(builds, manifest.env.cache_root)
         report = _submit(manifest, todo, current, profile, "rerun", dry_run, prepare)
@@ -193,7 +188,7 @@ def _rerun_caches(
 
     The grid (whose ``raw`` says where the native files are) is read only when a cache is missing.
     """
-    from hpc.caches import local_builds, missing_caches, prepare_commands
+    from hpc.prepare.caches import local_builds, missing_caches, prepare_commands
 
     datasets = {manifest.entry(i).spec.dataset for i in todo}
     root = manifest.env.cache_root

@@ -29,7 +29,8 @@ def two_nodes() -> str:
     """Bring the 2-node test cluster up beside the single-node one (idempotent); fail loudly, never skip.
 
     Returns its ``SLURM_CONF``. Set that for as long as a test or module submits to it (``monkeypatch.setenv``):
-    :func:`hpc.slurm.clean_env` passes it to sbatch, squeue and scontrol, and sbatch into the jobs. It is not set
+    :func:`hpc.scheduler.slurm.clean_env` passes it to sbatch, squeue and scontrol, and sbatch into the jobs. It is
+    not set
     here, for the whole session: the single-node tests would then submit to the wrong cluster.
     """
     argv = [str(SLURM_CLUSTER), "up", "--nodes", "2"]

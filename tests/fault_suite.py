@@ -38,10 +38,9 @@ from geopeft.paths import CellPaths, SweepPaths
 from geopeft.spec import CellSpec, RunEnv
 from geopeft.train import checkpoint
 from geopeft.train.faults import FAULT_PLAN, fired_dir
-from hpc.manifest import Manifest
-from hpc.state import State, process_alive
+from hpc.state.cells import State, process_alive, states
+from hpc.state.manifest import Manifest
 from hpc.status import render, wait
-from hpc.sweep import states
 
 SEED = int(os.environ.get("GEOPEFT_FAULT_SEED") or random.SystemRandom().randrange(10_000))
 RNG = random.Random(SEED)

@@ -31,8 +31,9 @@ from geopeft.train.engine import evaluate
 from geopeft.train.loaders import eval_loader
 from geopeft.train.preprocess import BatchPreprocess
 from geopeft.tuning.registry import apply_tuning, load_trainable_state_dict
-from hpc.grid import load_grid
-from hpc.manifest import plan, write_manifest
+from hpc.plan.grid import load_grid
+from hpc.plan.manifests import plan
+from hpc.state.manifest import write_manifest
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 

@@ -9,9 +9,9 @@ from geopeft.cache.build import prepare
 from geopeft.data.synthetic import write_sen1floods11
 from geopeft.io import read_json, read_jsonl
 from hpc.demo import kill_one_running_cell
-from hpc.manifest import read_manifest
-from hpc.profiles import load_profile
-from hpc.state import State
+from hpc.scheduler.profiles import load_profile
+from hpc.state.cells import State
+from hpc.state.manifest import read_manifest
 from hpc.status import render, wait
 from hpc.sweep import rerun, sweep
 

@@ -35,10 +35,11 @@ from fault_suite import (
 )
 
 from geopeft.io import read_jsonl
-from hpc.grid import load_grid
-from hpc.manifest import plan, read_manifest
-from hpc.state import State
-from hpc.sweep import rerun, states
+from hpc.plan.grid import load_grid
+from hpc.plan.manifests import plan
+from hpc.state.cells import State, states
+from hpc.state.manifest import read_manifest
+from hpc.sweep import rerun
 
 PROFILE = 'executor = "local"\nmax_parallel = 2\ntime_limit_min = 30\nsignal_lead_s = 60\n'
 

@@ -35,13 +35,14 @@ from fault_suite import (
 )
 
 from geopeft.attempts import read_attempts
-from hpc.caches import missing_caches
-from hpc.grid import load_grid
-from hpc.manifest import Manifest, plan, read_manifest
-from hpc.profiles import ClusterProfile, load_profile
-from hpc.slurm import scancel
-from hpc.state import State, process_alive
-from hpc.sweep import rerun, states, sweep
+from hpc.plan.grid import load_grid
+from hpc.plan.manifests import plan
+from hpc.prepare.caches import missing_caches
+from hpc.scheduler.profiles import ClusterProfile, load_profile
+from hpc.scheduler.slurm import scancel
+from hpc.state.cells import State, process_alive, states
+from hpc.state.manifest import Manifest, read_manifest
+from hpc.sweep import rerun, sweep
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 

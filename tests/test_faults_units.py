@@ -22,7 +22,7 @@ from geopeft.paths import SweepPaths
 from geopeft.spec import CellSpec, DecoderSpec, ModelSpec, RunEnv, TrainSpec, TuningSpec
 from geopeft.train import checkpoint
 from geopeft.train import faults as hooks
-from hpc.caches import missing_caches
+from hpc.prepare.caches import missing_caches
 
 
 def test_each_planned_fault_is_sent_once_per_cell(tmp_path):

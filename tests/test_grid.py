@@ -3,8 +3,8 @@ import textwrap
 import pytest
 
 from geopeft.errors import ConfigError
-from hpc.grid import load_grid, sweep_root
-from hpc.profiles import load_profile
+from hpc.plan.grid import load_grid, sweep_root
+from hpc.scheduler.profiles import load_profile
 from hpc.sweep import sweep
 
 GOOD = """

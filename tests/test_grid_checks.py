@@ -7,8 +7,8 @@ import textwrap
 import pytest
 
 from geopeft.errors import ConfigError
-from hpc.grid import load_grid
-from hpc.profiles import load_profile
+from hpc.plan.grid import load_grid
+from hpc.scheduler.profiles import load_profile
 from hpc.sweep import sweep
 
 GRID = """

@@ -30,7 +30,7 @@ from geopeft.paths import SweepPaths
 from geopeft.spec import CellSpec, DecoderSpec, ModelSpec, RunEnv, TrainSpec, TuningSpec
 from geopeft.train.loaders import Batched, as_batch
 from geopeft.train.preprocess import BatchPreprocess
-from hpc.grid import load_grid
+from hpc.plan.grid import load_grid
 
 COUNTS = {"train": 2, "val": 2, "test": 2, "bolivia": 2}
 #: The id of the default spec below at SPEC_VERSION 2; it changes only with a SPEC_VERSION bump.

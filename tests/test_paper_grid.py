@@ -18,7 +18,7 @@ import pytest
 
 from geopeft.data.bands import HLS_BANDS
 from geopeft.spec import CellSpec
-from hpc.grid import load_grid
+from hpc.plan.grid import load_grid
 
 #: A byte-for-byte copy of the reference grid extracted from IBM/peft-geofm ``configs/`` (commit a08307e).
 CSV = Path(__file__).resolve().parent / "data" / "paper" / "experiment_grid.csv"
@@ -186,7 +186,7 @@ def test_prithvi_2_100m_waits_for_the_lr_search(grid: Any) -> None:
 
 
 def test_declared_gaps_are_still_gaps(rows: list[dict[str, str]]) -> None:
-    from hpc.weights import catalogue
+    from hpc.prepare.weights import catalogue
 
     fits = {backbone for row in catalogue(None) for backbone in row.backbones}
     pretrained = {MODEL[r["model"]] for r in rows if r["backbone_pretrained"] == "True"}

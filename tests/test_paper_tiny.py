@@ -22,7 +22,7 @@ import hpc.sweep
 from geopeft.cache.build import prepare
 from geopeft.data.synthetic import get_writer
 from hpc.cli import app
-from hpc.submit import Submission
+from hpc.launch.submit import Submission
 
 pytestmark = pytest.mark.slow
 

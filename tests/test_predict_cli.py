@@ -16,9 +16,10 @@ from geopeft.data.synthetic import write_sen1floods11
 from geopeft.errors import ConfigError
 from geopeft.io import read_json, read_jsonl, write_jsonl
 from hpc.cli import app
-from hpc.grid import load_grid
-from hpc.manifest import plan, read_manifest, write_manifest
+from hpc.plan.grid import load_grid
+from hpc.plan.manifests import plan
 from hpc.predict import choose, parse_filters
+from hpc.state.manifest import read_manifest, write_manifest
 
 runner = CliRunner()
 

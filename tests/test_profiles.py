@@ -4,7 +4,7 @@ import pytest
 
 from geopeft.errors import ConfigError
 from geopeft.spec import CellSpec
-from hpc.profiles import Resources, load_profile, profile_names
+from hpc.scheduler.profiles import Resources, load_profile, profile_names
 
 
 def spec(model: str) -> CellSpec:

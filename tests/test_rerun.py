@@ -13,10 +13,11 @@ import pytest
 from geopeft.errors import ConfigError, SubmitError
 from geopeft.io import append_jsonl
 from geopeft.paths import SweepPaths
-from hpc.grid import load_grid
-from hpc.locks import exclusive
-from hpc.manifest import plan, write_manifest
-from hpc.profiles import load_profile, profile_to_dict, record_profile, recorded_profile
+from hpc.plan.grid import load_grid
+from hpc.plan.manifests import plan
+from hpc.scheduler.locks import exclusive
+from hpc.scheduler.profiles import load_profile, profile_to_dict, record_profile, recorded_profile
+from hpc.state.manifest import write_manifest
 from hpc.sweep import rerun, submitted_profile
 
 
@@ -118,7 +119,7 @@ def test_a_local_rerun_without_raw_refuses_a_missing_cache_naming_the_prepare_co
 def test_a_local_rerun_builds_a_missing_cache_from_the_grids_raw_files_first(tmp_path):
     from geopeft.cache.build import cache_state
     from geopeft.data.synthetic import write_sen1floods11
-    from hpc.state import State
+    from hpc.state.cells import State
     from hpc.status import render, wait
 
     write_sen1floods11(tmp_path / "raw", counts={"train": 2, "val": 1, "test": 1, "bolivia": 1}, size=16)

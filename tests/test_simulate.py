@@ -1,4 +1,4 @@
-"""The scheduler model (``hpc.simulate``) on cases checked by hand, and the paper's study played through it."""
+"""The scheduler model (``hpc.plan.simulate``) on cases checked by hand, and the paper's study played through it."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from analysis import labels as paper_labels
 from analysis.paper import REFERENCE_DIR
 from geopeft.errors import ConfigError
 from hpc.cli import app
-from hpc.estimate import read_paper_times
-from hpc.profiles import load_profile
-from hpc.simulate import Array, Submission, Task, lower_bounds, simulate
+from hpc.plan.estimate import read_paper_times
+from hpc.plan.simulate import Array, Submission, Task, lower_bounds, simulate
+from hpc.scheduler.profiles import load_profile
 from hpc.simulate_plan import LR, SEARCHED, SEEDS, paper_labeller, study_cells, submissions
 
 ROOT = Path(__file__).resolve().parents[1]

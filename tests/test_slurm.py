@@ -19,12 +19,12 @@ import pytest
 from geopeft.attempts import read_attempts
 from geopeft.cache.build import prepare
 from geopeft.data.synthetic import write_sen1floods11
-from hpc.manifest import read_manifest
-from hpc.profiles import load_profile
-from hpc.slurm import scancel
-from hpc.state import State
+from hpc.scheduler.profiles import load_profile
+from hpc.scheduler.slurm import scancel
+from hpc.state.cells import State, states
+from hpc.state.manifest import read_manifest
 from hpc.status import render, wait
-from hpc.sweep import rerun, states, sweep
+from hpc.sweep import rerun, sweep
 
 pytestmark = pytest.mark.slurm
 
@@ -129,8 +129,9 @@ def test_scancelled_task_is_failed_and_rerun_submits_only_its_index(cluster, dat
 
 def test_the_plain_scripts_of_sbatch_run_a_planned_cell_by_hand(cluster, data):
     """`sbatch/cells.sbatch` (no Python on the login node): an array task id is a manifest index."""
-    from hpc.grid import load_grid
-    from hpc.manifest import plan, write_manifest
+    from hpc.plan.grid import load_grid
+    from hpc.plan.manifests import plan
+    from hpc.state.manifest import write_manifest
 
     scripts = Path(__file__).resolve().parents[1] / "sbatch"
     for script in scripts.glob("*.sbatch"):

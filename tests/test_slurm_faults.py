@@ -3,7 +3,7 @@
 A cell that receives SIGUSR2 (``scancel --signal=USR2``, what ``--signal=USR2@N`` sends before the time limit)
 checkpoints, requeues its own array task, resumes and finishes; a 2-task srun cell trains with DDP; a job
 cancelled while it waits in the queue shows as failed (``lost``, from one squeue call) and ``rerun --failed``
-resubmits it. The squeue rules of :mod:`hpc.state` are also checked on files, without a cluster.
+resubmits it. The squeue rules of :mod:`hpc.state.cells` are also checked on files, without a cluster.
 """
 
 import socket
@@ -20,12 +20,12 @@ from geopeft.data.synthetic import write_sen1floods11
 from geopeft.errors import SubmitError
 from geopeft.io import append_jsonl, read_json
 from geopeft.paths import SweepPaths
-from hpc.manifest import Manifest, read_manifest
-from hpc.profiles import load_profile
-from hpc.slurm import queued_jobs
-from hpc.state import State, Submitted, cell_state, process_alive
+from hpc.scheduler.profiles import load_profile
+from hpc.scheduler.slurm import queued_jobs
+from hpc.state.cells import State, Submitted, cell_state, process_alive, states
+from hpc.state.manifest import Manifest, read_manifest
 from hpc.status import render, wait
-from hpc.sweep import rerun, states, sweep
+from hpc.sweep import rerun, sweep
 
 HOLD = "geopeft_down"  # a partition that queues jobs and never starts them
 GRID = """

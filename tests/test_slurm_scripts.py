@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 
 from geopeft.errors import SubmitError
-from hpc.arrays import chunks, compact, throttles
-from hpc.grid import load_grid
-from hpc.manifest import plan
-from hpc.profiles import load_profile
-from hpc.submit import plan_scripts, submit_indices
+from hpc.launch.submit import plan_scripts, submit_indices
+from hpc.plan.grid import load_grid
+from hpc.plan.manifests import plan
+from hpc.scheduler.arrays import chunks, compact, throttles
+from hpc.scheduler.profiles import load_profile
 
 GOLDEN = Path(__file__).parent / "golden" / "sbatch"
 UPDATE = os.environ.get("GEOPEFT_UPDATE_GOLDEN") == "1"
@@ -188,7 +188,7 @@ def test_dry_run_lists_sbatch_lines_and_estimates_hours(tmp_path, sbatch):
 
 
 def test_local_profiles_show_cells_their_gpus_and_refuse_cuda_without_any(tmp_path):
-    from hpc.submit import make_executor
+    from hpc.launch.submit import make_executor
 
     m = manifest(tmp_path, "cuda")
     with pytest.raises(SubmitError, match=r"env.device is cuda but cluster profile 'local' is CPU-only"):
@@ -202,7 +202,7 @@ def test_local_profiles_show_cells_their_gpus_and_refuse_cuda_without_any(tmp_pa
 
 
 def test_submission_runs_a_snapshot_of_the_code_that_later_edits_do_not_touch(tmp_path, sbatch):
-    import hpc.snapshot as snap
+    import hpc.launch.snapshot as snap
 
     cluster = Cluster()
     m = manifest(tmp_path)
@@ -212,7 +212,7 @@ def test_submission_runs_a_snapshot_of_the_code_that_later_edits_do_not_touch(tm
     [code] = list((tmp_path / "runs" / "code").iterdir())
     assert f"export PYTHONPATH={code}" in done.scripts[0].text and str(code) in dry.scripts[0].text
     assert {p.name for p in code.iterdir()} == {"geopeft", "hpc", "analysis"}
-    assert (code / "hpc" / "snapshot.py").read_text() == Path(snap.__file__).read_text()
+    assert (code / "hpc" / "launch" / "snapshot.py").read_text() == Path(snap.__file__).read_text()
     assert not list(code.rglob("__pycache__"))
     again = submit_indices(m, [0, 1], profile_file(tmp_path, ""), "rerun", runner=cluster)
     assert f"export PYTHONPATH={code}" in again.scripts[0].text  # unchanged code: the same snapshot
@@ -225,8 +225,8 @@ def test_submission_runs_a_snapshot_of_the_code_that_later_edits_do_not_touch(tm
 
 
 def test_local_cells_import_the_snapshot_of_their_submission(tmp_path):
-    from hpc.snapshot import snapshot
-    from hpc.submit import make_executor
+    from hpc.launch.snapshot import snapshot
+    from hpc.launch.submit import make_executor
 
     m = manifest(tmp_path)
     code = snapshot(m.root)

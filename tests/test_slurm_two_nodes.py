@@ -38,11 +38,11 @@ from geopeft.train.engine import evaluate
 from geopeft.train.loaders import eval_loader
 from geopeft.train.preprocess import BatchPreprocess
 from geopeft.tuning.registry import apply_tuning, load_trainable_state_dict
-from hpc.manifest import Manifest, read_manifest
-from hpc.profiles import load_profile
-from hpc.state import State
+from hpc.scheduler.profiles import load_profile
+from hpc.state.cells import State, states
+from hpc.state.manifest import Manifest, read_manifest
 from hpc.status import render, wait
-from hpc.sweep import rerun, states, sweep
+from hpc.sweep import rerun, sweep
 
 NODES = ("gpnode1", "gpnode2")
 EPOCHS = 30  # about 0.2 s each: a signal sent after the first one still finds the cell training

@@ -1,4 +1,4 @@
-"""The learning-rate search stage (``hpc.stages``): candidates, choices by validation mIoU, waiting cells."""
+"""The learning-rate search stage (``hpc.plan.lr_search``): candidates, choices by validation mIoU, waiting cells."""
 
 from __future__ import annotations
 
@@ -11,10 +11,12 @@ from results import write_result
 
 from geopeft.errors import ConfigError
 from geopeft.paths import SweepPaths
-from hpc.grid import load_grid
-from hpc.manifest import plan, write_manifest
-from hpc.stages import parse_search, record, recorded_choices, render_search
-from hpc.sweep import states
+from hpc.plan.grid import load_grid
+from hpc.plan.lr_search import parse_search, record, recorded_choices
+from hpc.plan.manifests import plan
+from hpc.state.cells import states
+from hpc.state.manifest import write_manifest
+from hpc.status import render_search
 
 GRID = """
 name: t

@@ -10,7 +10,7 @@ from results import write_result
 from geopeft.attempts import end_attempt, process_start_ticks, start_attempt
 from geopeft.io import append_jsonl, atomic_write_json
 from geopeft.paths import SweepPaths
-from hpc.state import State, Submitted, cell_state, latest_submissions
+from hpc.state.cells import State, Submitted, cell_state, latest_submissions
 
 
 def dead_pid():
@@ -156,7 +156,7 @@ def test_a_requeued_task_whose_process_is_gone_is_pending_while_squeue_lists_it(
 
 
 def test_cells_of_a_failed_prepare_job_are_failed_prepare_with_its_log(tmp_path, monkeypatch):
-    import hpc.state
+    import hpc.state.cells
 
     sweep = SweepPaths(tmp_path)
     now = time.time()
@@ -166,7 +166,7 @@ def test_cells_of_a_failed_prepare_job_are_failed_prepare_with_its_log(tmp_path,
                                      "jobs": {"abc": {"job_id": "42_0"}},
                                      "array": {"job_id": "42", "dependency": "afterok:41"}})  # fmt: skip
     answers: dict[str, str] = {"41": "RUNNING", "42_0": "PENDING"}
-    monkeypatch.setattr(hpc.state, "job_states", lambda ids: {k: v for k, v in answers.items() if k in ids})
+    monkeypatch.setattr(hpc.state.cells, "job_states", lambda ids: {k: v for k, v in answers.items() if k in ids})
     paths = sweep.cell("abc")
     assert cell_state(paths, latest_submissions(sweep)["abc"]).state is State.PENDING
     answers.clear()  # the prepare job failed; --kill-on-invalid-dep cancelled the array

@@ -2,9 +2,9 @@
 
 import textwrap
 
-from hpc.grid import load_grid
-from hpc.manifest import plan
-from hpc.state import CellState, State
+from hpc.plan.grid import load_grid
+from hpc.plan.manifests import plan
+from hpc.state.cells import CellState, State
 from hpc.status import render, variants
 
 GRID = """
@@ -68,7 +68,7 @@ def test_watch_redraws_until_nothing_runs(tmp_path, capsys):
 
     from geopeft.attempts import end_attempt, start_attempt
     from geopeft.io import atomic_write_json
-    from hpc.manifest import write_manifest
+    from hpc.state.manifest import write_manifest
     from hpc.status import watch
 
     m = manifest(tmp_path, "[{precision: fp32}]")

@@ -11,12 +11,12 @@ from weights_fixtures import register_tiny_weights
 
 from geopeft.errors import SubmitError
 from geopeft.models.integrity import read_sidecar
-from hpc import caches as caches_module
 from hpc import sweep as sweep_module
 from hpc.cli import app
-from hpc.grid import load_grid
-from hpc.profiles import load_profile
-from hpc.submit import Submission
+from hpc.launch.submit import Submission
+from hpc.plan.grid import load_grid
+from hpc.prepare import caches as caches_module
+from hpc.scheduler.profiles import load_profile
 
 register_tiny_weights()
 runner = CliRunner()

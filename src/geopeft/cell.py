@@ -61,7 +61,8 @@ def run_cell(
         paths: the cell directory (``paths.dir`` ends with ``spec.cell_id``).
         log: sink for progress lines.
         requeue: puts a preempted cell's job back in the queue (its id; None outside SLURM). The default runs
-            ``scontrol requeue``; a launcher passes its own (``hpc.task``: through submitit's ``Checkpointable``).
+            ``scontrol requeue``; a launcher passes its own (``hpc.launch.task``: through submitit's
+            ``Checkpointable``).
 
     Every rank of a multi-process launch (torchrun, or srun with one task per GPU) calls it; the ranks come from
     the environment (:class:`~geopeft.train.distributed.DistEnv`), all of them train and test, and only rank 0

@@ -52,7 +52,7 @@ class SweepPaths:
 
     @property
     def code_dir(self) -> Path:
-        """The code snapshots of the submissions (``<hash>/`` each, :mod:`hpc.snapshot`)."""
+        """The code snapshots of the submissions (``<hash>/`` each, :mod:`hpc.launch.snapshot`)."""
         return self.root / "code"
 
     @property

@@ -11,11 +11,11 @@ assumptions, all of them:
   unmet dependency is skipped and blocks nothing. Priorities, fair share, reservations, other users and the
   queue wait of a fresh job are not modelled: the cluster is the sweep's alone from time 0.
 - **The plan's own limits.** Each array runs at most its ``%P`` tasks at once; an array with ``afterany`` waits
-  until the whole array before it has ended (the lanes of :func:`hpc.arrays.plan_arrays`); the arrays of a
+  until the whole array before it has ended (the lanes of :func:`hpc.scheduler.arrays.plan_arrays`); the arrays of a
   submission with a prepare job start when it ends (``afterok``). A submission made later (the seeded cells of a
   search) is made the moment the tasks it waits for have ended, and queues behind everything submitted before.
 - **Run times.** A task runs its cell's run time (the caller's: :mod:`hpc.simulate_plan` takes the paper's, as
-  :mod:`hpc.estimate` maps them), whatever its GPU count. A run longer than its time limit is cut: it gets USR2
+  :mod:`hpc.plan.estimate` maps them), whatever its GPU count. A run longer than its time limit is cut: it gets USR2
   ``signal_lead`` before the limit, checkpoints and is requeued, so each cut segment holds its GPUs for the whole
   limit and advances the run by (limit - lead); the requeued task keeps its place in the queue and resumes from
   its checkpoint (the epoch lost at the cut is not modelled). Every task succeeds.

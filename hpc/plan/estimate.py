@@ -17,7 +17,7 @@ from pathlib import Path
 
 from geopeft.errors import ConfigError
 from geopeft.spec import CellSpec
-from hpc.profiles import ClusterProfile, Resources
+from hpc.scheduler.profiles import ClusterProfile, Resources
 
 #: (model label, PEFT label, dataset label) -> mean minutes per run.
 Times = dict[tuple[str, str, str], float]

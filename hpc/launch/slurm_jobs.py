@@ -1,10 +1,12 @@
 """SLURM jobs through submitit's ``SlurmExecutor``: the one way geopeft's cells and cache builds reach SLURM.
 
-One executor per job: the cache-prepare job (:class:`hpc.task.PrepareTask`) and one array per resource shape and
-MaxArraySize chunk (``map_array`` of :class:`hpc.task.CellTask` over the chunk's manifest indices: array task ``k``
+One executor per job: the cache-prepare job (:class:`hpc.launch.task.PrepareTask`) and one array per resource shape and
+MaxArraySize chunk (``map_array`` of :class:`hpc.launch.task.CellTask` over the chunk's manifest indices: array task
+``k``
 runs ``indices[k]``). The profile and the shape become submitit's parameters: partition, account, qos, nodes,
 tasks per node (submitit's ``srun`` starts one process per task), CPUs and GPUs per task, memory, time,
-``signal_delay_s`` (``--signal=USR2@lead``), ``array_parallelism`` (the ``%P`` of :func:`hpc.arrays.throttles`), the
+``signal_delay_s`` (``--signal=USR2@lead``), ``array_parallelism`` (the ``%P`` of
+:func:`hpc.scheduler.arrays.throttles`), the
 profile's setup lines and the export that puts the submission's code snapshot first on ``PYTHONPATH``. What
 submitit has no parameter for goes through ``additional_parameters``: ``--requeue``, ``--dependency`` (``afterok``
 on the prepare job, ``afterany`` on the array of the lane before) and ``--kill-on-invalid-dep=yes``.
@@ -31,7 +33,7 @@ from submitit.slurm.slurm import SlurmJob
 
 from geopeft.errors import SubmitError
 from geopeft.paths import SweepPaths
-from hpc.profiles import ClusterProfile, Resources
+from hpc.scheduler.profiles import ClusterProfile, Resources
 
 #: Requeues of one array task after a time limit that submitit allows before it gives up on the task.
 MAX_TIMEOUT_REQUEUES = 20
@@ -82,7 +84,7 @@ def make_executor(
         profile: the cluster profile.
         resources: the array's shape; None for the cache-prepare job (one CPU task of the profile's size).
         job_name: SLURM's job name.
-        code: the code snapshot put first on ``PYTHONPATH`` (:mod:`hpc.snapshot`); empty for none.
+        code: the code snapshot put first on ``PYTHONPATH`` (:mod:`hpc.launch.snapshot`); empty for none.
         parallelism: the array's ``%P``.
         dependency: sbatch's ``--dependency`` value; empty for none.
     """

@@ -1,6 +1,6 @@
 """The SLURM client commands geopeft calls itself on the login node: sinfo, scontrol, squeue and scancel.
 
-sbatch is run by submitit (:mod:`hpc.slurm_jobs`).
+sbatch is run by submitit (:mod:`hpc.launch.slurm_jobs`).
 
 Every call runs with a cleaned environment: a sweep submitted from inside a job must not inherit that
 job's ``SLURM_*`` variables (they leak gres, array and distributed settings into the new job). Nothing

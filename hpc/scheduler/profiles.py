@@ -18,7 +18,7 @@ from geopeft.errors import ConfigError, unknown_choice
 from geopeft.io import atomic_write_json, read_json
 from geopeft.spec import CellSpec
 
-PROFILE_DIR = Path(__file__).parent / "clusters"
+PROFILE_DIR = Path(__file__).resolve().parents[1] / "clusters"
 EXECUTORS = ("local", "slurm")
 RESOURCE_KEYS = ("nodes", "tasks_per_node", "gpus_per_task", "cpus_per_task", "mem_gb", "time_limit_min")
 
@@ -131,7 +131,7 @@ class ClusterProfile:
         where = f"cluster profile {self.name!r}"
         self._check_types(where)
         if self.python:
-            from hpc.keys import check_script_path
+            from hpc.scheduler.names import check_script_path
 
             check_script_path(self.python, f"{where}: python")
         if self.executor not in EXECUTORS:

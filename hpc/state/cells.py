@@ -14,7 +14,8 @@
 ``missing``  never submitted, or its local job ended before the cell started.
 
 Whether a SLURM job is still queued, and in which state, comes from one ``squeue`` call for all of a sweep's
-arrays and prepare jobs (:func:`hpc.slurm.job_states`); without squeue (or when it fails) that is unknown, and
+arrays and prepare jobs (:func:`hpc.scheduler.slurm.job_states`); without squeue (or when it fails) that is unknown,
+and
 a SLURM job counts as alive. A prepare job succeeded when it left its marker (:meth:`SweepPaths.prepare_ok`).
 """
 
@@ -31,7 +32,8 @@ from geopeft.errors import GeopeftError
 from geopeft.io import read_json, read_jsonl
 from geopeft.paths import CellPaths, SweepPaths
 from geopeft.result import CellResult
-from hpc.slurm import WAITING_STATES, job_states
+from hpc.scheduler.slurm import WAITING_STATES, job_states
+from hpc.state.manifest import Manifest
 
 
 class State(StrEnum):
@@ -241,3 +243,9 @@ def _last_error(paths: CellPaths) -> str:
     except GeopeftError as exc:
         return str(exc)
     return lines[-1] if lines else ""
+
+
+def states(manifest: Manifest) -> dict[int, CellState]:
+    """Manifest index -> state, for the cells in the grid."""
+    subs = latest_submissions(manifest.paths)
+    return {e.index: cell_state(manifest.paths.cell(e.cell_id), subs.get(e.cell_id)) for e in manifest.active()}

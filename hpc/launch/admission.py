@@ -11,9 +11,9 @@ import shutil
 from collections.abc import Callable, Sequence
 
 from geopeft.errors import SubmitError
-from hpc import slurm
-from hpc.manifest import Manifest
-from hpc.profiles import ClusterProfile, Resources
+from hpc.scheduler import slurm
+from hpc.scheduler.profiles import ClusterProfile, Resources
+from hpc.state.manifest import Manifest
 
 
 def refusals(check: Callable[[], object], dry_run: bool) -> tuple[str, ...]:

@@ -1,10 +1,11 @@
 """How the cells of one SLURM submission become jobs: the prepare job, then arrays per resource shape and chunk.
 
-Cells with the same resources (:meth:`hpc.profiles.ClusterProfile.resources_for`) share an array; an array holds
+Cells with the same resources (:meth:`hpc.scheduler.profiles.ClusterProfile.resources_for`) share an array; an array
+holds
 at most MaxArraySize cells (array task ``k`` runs the ``k``-th of its manifest indices). ``max_parallel`` caps the
 whole submission (:func:`throttles`): the arrays share it as their ``%P``, and with more arrays than
 ``max_parallel`` each waits (``afterany``) for the one ``max_parallel`` places before it, so they run in that many
-lanes. The scripts themselves are written by submitit (:mod:`hpc.slurm_jobs`).
+lanes. The scripts themselves are written by submitit (:mod:`hpc.launch.slurm_jobs`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from hpc.profiles import ClusterProfile, Resources
+from hpc.scheduler.profiles import ClusterProfile, Resources
 
 
 @dataclass(frozen=True)

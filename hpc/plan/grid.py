@@ -5,7 +5,7 @@ that set values on the cells matching a pattern (e.g. a learning rate per model 
 ``exclude`` patterns. ``cache`` is the HDF5 cache directory and the optional ``weights`` the directory of
 the pretrained weights files (default: ``weights`` beside the cache). Keys are checked: a typo raises an
 error naming the file, the key and the allowed keys, before anything is submitted. A cell whose ``train.lr`` is
-``search`` takes its rate from the ``lr_search`` stage (:mod:`hpc.stages`). Example (``sweeps/demo.yaml``)::
+``search`` takes its rate from the ``lr_search`` stage (:mod:`hpc.plan.lr_search`). Example (``sweeps/demo.yaml``)::
 
     name: demo
     output: runs/demo
@@ -30,10 +30,11 @@ import yaml
 
 from geopeft.errors import ConfigError, GeopeftError
 from geopeft.spec import CellSpec, RunEnv
-from hpc.keys import Origins, check_name, check_path, check_script_path, key_of, leaf_paths
+from hpc.plan.keys import Origins, check_path, key_of, leaf_paths
+from hpc.scheduler.names import check_name, check_script_path
 
 if TYPE_CHECKING:
-    from hpc.stages import LrPlan
+    from hpc.plan.lr_search import LrPlan
 
 TOP_KEYS = (
     "name",
@@ -65,9 +66,10 @@ class Grid:
         env: where and how cells run.
         cells: the expanded cells, in a stable order (axes in file order, values in list order).
         sha256: hash of the file's bytes, recorded in the manifest.
-        raw: the optional ``raw`` mapping, dataset -> its native files (checked by ``hpc.caches``): a SLURM
+        raw: the optional ``raw`` mapping, dataset -> its native files (checked by ``hpc.prepare.caches``): a SLURM
             sweep whose cache is missing builds it there in a prepare job first.
-        stage: ``seeds`` (every cell with its rate) or ``lr`` (the learning-rate search; see :mod:`hpc.stages`).
+        stage: ``seeds`` (every cell with its rate) or ``lr`` (the learning-rate search; see
+        :mod:`hpc.plan.lr_search`).
         plan: what the stage decided: the cells waiting for their search, the choices to record.
     """
 
@@ -84,7 +86,7 @@ class Grid:
 
 def load_grid(path: str | Path, *, stage: str = "seeds") -> Grid:
     """Read and expand a grid file for ``stage``; every error names the file and the offending key."""
-    from hpc.stages import LrPlan  # here: stages reads manifests, whose module imports this one
+    from hpc.plan.lr_search import LrPlan  # here: stages reads manifests, whose module imports this one
 
     p = Path(path)
     if not p.is_file():

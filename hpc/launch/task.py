@@ -1,7 +1,7 @@
 """The callables submitit runs: the cell at one manifest index, and the cache-prepare job.
 
 They are small and pickled by submitit; the heavy imports (torch, peft) happen inside ``__call__`` on the compute
-node, which imports this module from the submission's code snapshot (``PYTHONPATH``, :mod:`hpc.snapshot`).
+node, which imports this module from the submission's code snapshot (``PYTHONPATH``, :mod:`hpc.launch.snapshot`).
 
 With several tasks per job (submitit's ``srun``, one process per GPU) every task calls :class:`CellTask`; before
 the cell starts, submitit's ``TorchDistributedEnvironment`` exports the rendezvous (``MASTER_ADDR``, a
@@ -31,8 +31,8 @@ from submitit.core.utils import DelayedSubmission, UncompletedJobError
 
 from geopeft.errors import CellFailed
 from geopeft.paths import SweepPaths
-from hpc.locks import slot
-from hpc.manifest import read_manifest
+from hpc.scheduler.locks import slot
+from hpc.state.manifest import read_manifest
 
 
 class CellTask(submitit.helpers.Checkpointable):

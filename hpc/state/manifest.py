@@ -9,16 +9,14 @@ queued on the cluster always names the same cell. Cells that left the grid stay,
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from geopeft.errors import ConfigError, GeopeftError
 from geopeft.io import SCHEMA_VERSION, atomic_write_json, read_json
 from geopeft.paths import SweepPaths
-from geopeft.provenance import git_state
 from geopeft.spec import CellSpec, RunEnv
-from hpc.grid import Grid
 
 
 @dataclass(frozen=True)
@@ -107,19 +105,6 @@ class Manifest:
                 raise GeopeftError(f"{where}: cells[{i}] is inconsistent (index or cell id); plan the sweep again")
             entries.append(Entry(i, spec, bool(c.get("in_grid", True))))
         return cls(d["name"], root, d["grid_file"], d["grid_sha256"], RunEnv(**d["env"]), tuple(entries), d["git"])
-
-
-def plan(grid: Grid, existing: Manifest | None = None) -> Manifest:
-    """Merge ``grid`` into ``existing`` (append-only) and return the new manifest."""
-    wanted = {spec.cell_id: spec for spec in grid.cells}
-    entries: list[Entry] = []
-    if existing is not None:
-        entries = [replace(e, in_grid=e.cell_id in wanted) for e in existing.entries]
-    known = {e.cell_id for e in entries}
-    for spec in grid.cells:
-        if spec.cell_id not in known:
-            entries.append(Entry(len(entries), spec))
-    return Manifest(grid.name, grid.output, str(grid.path), grid.sha256, grid.env, tuple(entries), git_state())
 
 
 def read_manifest(root: str | Path) -> Manifest:

@@ -1,7 +1,7 @@
 """The caches a sweep needs before its cells can start, and how to build the missing ones.
 
 The grid's optional ``raw`` mapping says where each dataset's native files are. On SLURM the missing (or
-corrupt) caches are then built by one CPU job (:class:`hpc.task.PrepareTask`) that the arrays wait for
+corrupt) caches are then built by one CPU job (:class:`hpc.launch.task.PrepareTask`) that the arrays wait for
 (``afterok``); on the local executor they are built here before the cells are submitted. Without ``raw`` a
 missing cache stops the sweep with the ``geopeft prepare`` command to run. A cache that is already valid needs
 no prepare job::
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from geopeft.errors import ConfigError, SubmitError
-from hpc.grid import Grid
+from hpc.plan.grid import Grid
 
 
 @dataclass(frozen=True)

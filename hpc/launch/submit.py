@@ -1,9 +1,11 @@
 """Submitting manifest indices, and recording what was submitted in ``submissions.jsonl``.
 
-``local``: one array through submitit's LocalExecutor. ``slurm``: submitit's SlurmExecutor (:mod:`hpc.slurm_jobs`),
+``local``: one array through submitit's LocalExecutor. ``slurm``: submitit's SlurmExecutor
+(:mod:`hpc.launch.slurm_jobs`),
 the cache-prepare job first when there is one, then one array per resource shape and MaxArraySize chunk
-(:mod:`hpc.arrays`: ``%P``, ``--signal=USR2@N --requeue``), each waiting for the prepare job (``afterok``) and its
-lane (``afterany``). Every check (:mod:`hpc.admission`) runs before the first ``sbatch``, so bad input submits
+(:mod:`hpc.scheduler.arrays`: ``%P``, ``--signal=USR2@N --requeue``), each waiting for the prepare job (``afterok``)
+and its
+lane (``afterany``). Every check (:mod:`hpc.launch.admission`) runs before the first ``sbatch``, so bad input submits
 nothing.
 """
 
@@ -22,13 +24,14 @@ import submitit
 from geopeft.attempts import process_start_ticks
 from geopeft.io import append_jsonl
 from geopeft.provenance import git_state
-from hpc import slurm, slurm_jobs
-from hpc.admission import check_gpus, check_slurm, refusals
-from hpc.arrays import Script, plan_arrays
-from hpc.manifest import Manifest
-from hpc.profiles import ClusterProfile, Resources
-from hpc.snapshot import snapshot
-from hpc.task import CellTask, PrepareTask
+from hpc.launch import slurm_jobs
+from hpc.launch.admission import check_gpus, check_slurm, refusals
+from hpc.launch.snapshot import snapshot
+from hpc.launch.task import CellTask, PrepareTask
+from hpc.scheduler import slurm
+from hpc.scheduler.arrays import Script, plan_arrays
+from hpc.scheduler.profiles import ClusterProfile, Resources
+from hpc.state.manifest import Manifest
 
 #: Stands for the prepare job's id in the sbatch lines of a dry run.
 PREPARE_PLACEHOLDER = "<prepare job>"
@@ -60,7 +63,7 @@ class Submission:
 def make_executor(manifest: Manifest, profile: ClusterProfile, code: Path | None = None) -> submitit.Executor:
     """A submitit executor configured from a local profile; its tasks import ``code`` first when given.
 
-    ``code`` is the submission's snapshot (:mod:`hpc.snapshot`): cells waiting for a slot run the code as it
+    ``code`` is the submission's snapshot (:mod:`hpc.launch.snapshot`): cells waiting for a slot run the code as it
     was submitted, as SLURM array tasks do.
     """
     folder = manifest.paths.submitit_dir
@@ -120,7 +123,7 @@ def plan_scripts(
 ) -> list[Script]:
     """The jobs of a submission with submitit's scripts: the prepare job (if any), then the arrays.
 
-    They run the code snapshot of this submission (:mod:`hpc.snapshot`), written here unless ``write_code`` is
+    They run the code snapshot of this submission (:mod:`hpc.launch.snapshot`), written here unless ``write_code`` is
     False (a dry run names it only). Dependencies on jobs not yet submitted read as placeholders.
     """
     folder = manifest.paths.slurm_dir

@@ -99,7 +99,7 @@ def search_label(spec: CellSpec) -> str:
 
 @dataclass
 class LrPlan:
-    """How one stage treats the cells of a grid as they are expanded (used by :func:`hpc.grid.expand`).
+    """How one stage treats the cells of a grid as they are expanded (used by :func:`hpc.plan.grid.expand`).
 
     Args:
         stage: ``lr`` or ``seeds``.
@@ -148,7 +148,7 @@ class LrPlan:
                 f"{self.where}: {label} has train.lr: search but the grid has no lr_search block; add one, "
                 "e.g. lr_search: {lrs: {min: 1.0e-5, max: 1.0e-3, n: 16}, seed: 0}"
             )
-        full = {"tuning": {"method": "full"}, "decoder": {"name": "linear"}, **cell}  # hpc.grid's defaults
+        full = {"tuning": {"method": "full"}, "decoder": {"name": "linear"}, **cell}  # hpc.plan.grid's defaults
         probe = CellSpec.from_dict(_with(full, self.settings.lrs[0], self.settings.seed), f"{self.where}: {label}")
         key = search_key(probe)
         if self.stage == "seeds":
@@ -207,7 +207,9 @@ def val_score(paths: CellPaths) -> tuple[float, int] | None:
 
 def make_choices(root: Path, settings: SearchSettings) -> dict[str, Any]:
     """Choose a rate for every search in ``<root>/lr-search`` whose rates are all done (search key -> choice)."""
-    from hpc.manifest import read_manifest  # here: the manifest module imports the grid, which imports this lazily
+    from hpc.state.manifest import (
+        read_manifest,  # here: the manifest module imports the grid, which imports this lazily
+    )
 
     search = SweepPaths(root).search
     if not search.manifest.exists():
@@ -245,29 +247,3 @@ def record(stage: str, root: Path, settings: SearchSettings | None, new: Mapping
 def is_search_sweep(root: Path) -> bool:
     """Whether ``root`` is the sweep directory of an lr stage."""
     return SweepPaths(root).search_settings.exists()
-
-
-def render_search(manifest: Any, current: Mapping[int, Any]) -> str:
-    """The lr stage as a table: one row per searched cell, one column per rate, a mark and val mIoU each.
-
-    The recorded choice of a row (from ``<main sweep>/lr_choices.json``) is starred.
-    """
-    from hpc.status import MARKS, summary_line
-
-    chosen = {c["cell_id"] for c in recorded_choices(manifest.root.parent).values()}
-    rows: dict[str, dict[float, str]] = {}
-    rates: set[float] = set()
-    for e in manifest.active():
-        score = val_score(manifest.paths.cell(e.cell_id))
-        mark = MARKS[current[e.index].state] + (f" {100 * score[0]:.1f}" if score else "")
-        rows.setdefault(search_label(e.spec), {})[e.spec.train.lr] = mark + ("*" if e.cell_id in chosen else "")
-        rates.add(e.spec.train.lr)
-    columns = sorted(rates)
-    table = [["cell", *(f"{lr:.2e}" for lr in columns)]]
-    table += [[label, *(marks.get(lr, "-") for lr in columns)] for label, marks in rows.items()]
-    widths = [max(len(r[c]) for r in table) for c in range(len(table[0]))]
-    lines = [f"lr search {manifest.name}: {manifest.root}"]
-    lines += ["  ".join(x.ljust(w) for x, w in zip(r, widths, strict=True)).rstrip() for r in table]
-    lines.append("(mark and val mIoU at the best-val-loss epoch per rate; * = the recorded choice)")
-    lines.append(summary_line(dict(current)))
-    return "\n".join(lines)
