@@ -10,12 +10,12 @@ import typer
 if TYPE_CHECKING:
     from geopeft.spec import CellSpec
     from hpc.scheduler.profiles import ClusterProfile
-    from hpc.sweep import SubmitReport
+    from hpc.sweep import SweepReport
 
 SHOWN = 50  # cells and job ids listed in a report; more are counted
 
 
-def print_report(report: SubmitReport, grid: Path) -> None:
+def print_report(report: SweepReport, grid: Path) -> None:
     """The cells submitted or skipped, job ids, sbatch lines (with directives in a dry run), estimate, blockers."""
     skipped = ", ".join(f"{n} {s.value}" for s, n in sorted(report.skipped.items())) or "none"
     verb = "would submit" if report.dry_run else "submitted"
@@ -50,7 +50,7 @@ def print_report(report: SubmitReport, grid: Path) -> None:
         typer.echo(f"follow with: geopeft status {grid}")
 
 
-def print_estimate(report: SubmitReport, grid: Path, profile: ClusterProfile, stage: str) -> None:
+def print_estimate(report: SweepReport, grid: Path, profile: ClusterProfile, stage: str) -> None:
     """Array tasks per shape and expected hours (the paper's run times) of this stage and of a pending search."""
     from analysis.labels import dataset_label, main_decoder, model_label, peft_label
     from analysis.paper import REFERENCE_DIR

@@ -36,10 +36,10 @@ from geopeft.spec import CellSpec
 from hpc.plan.estimate import Labeller, Times, time_hint
 from hpc.plan.simulate import Array, Result, Run, Submission, Task, lower_bounds, simulate
 from hpc.scheduler.arrays import plan_arrays
-from hpc.scheduler.profiles import ClusterProfile, Resources
+from hpc.scheduler.profiles import ClusterProfile, Executor, Resources
 
 if TYPE_CHECKING:
-    from hpc.sweep import SubmitReport
+    from hpc.sweep import SweepReport
 
 PLANS = ("separate", "overlapped")
 LR, SEEDS, SEARCHED = "lr", "seeds", "seeds of searched cells"
@@ -102,13 +102,13 @@ class StudyCells:
     prepare: frozenset[str]
 
 
-def study_cells(grid: Path, profile: ClusterProfile, reports: Mapping[str, SubmitReport]) -> StudyCells:
+def study_cells(grid: Path, profile: ClusterProfile, reports: Mapping[str, SweepReport]) -> StudyCells:
     """The cells of both stages from their dry runs (``reports``: those already made, by stage)."""
     from hpc.plan.grid import expand, load_grid
     from hpc.plan.lr_search import LrPlan, search_key, search_label
     from hpc.sweep import sweep
 
-    def dry(stage: str) -> SubmitReport:
+    def dry(stage: str) -> SweepReport:
         return reports[stage] if stage in reports else sweep(grid, profile, dry_run=True, stage=stage)
 
     seeds = dry(SEEDS)
@@ -118,7 +118,7 @@ def study_cells(grid: Path, profile: ClusterProfile, reports: Mapping[str, Submi
         s for s, r in ((SEEDS, seeds), (LR, lr)) if r and any(x.kind == "prepare" for x in r.submission.scripts)
     )
 
-    def pick(r: SubmitReport) -> Cells:
+    def pick(r: SweepReport) -> Cells:
         return tuple((i, r.manifest.entry(i).spec) for i in r.submitted)
 
     if lr is None or searched is None or searched.settings is None:
@@ -215,12 +215,12 @@ def format_simulation(
     plan: str,
     paper: PaperLabels,
     times_csv: Path,
-    reports: Mapping[str, SubmitReport],
+    reports: Mapping[str, SweepReport],
 ) -> list[str]:
     """What ``--simulate-gpus`` prints: both plans at the profile's %P and at %P = N, then ``plan`` in detail."""
     from hpc.plan.estimate import read_paper_times
 
-    if profile.executor != "slurm" or profile.gpus_per_task < 1:
+    if profile.executor != Executor.SLURM or profile.gpus_per_task < 1:
         raise ConfigError(
             f"cluster profile {profile.name!r} is not a SLURM GPU profile; --simulate-gpus models SLURM arrays of GPU "
             "cells: pass one with --cluster, e.g. hpc/clusters/example-gpu.toml"

@@ -16,6 +16,7 @@ from dataclasses import asdict
 from typing import Any
 
 from geopeft.spec import CellSpec
+from geopeft.text import aligned
 from hpc.plan.lr_search import recorded_choices, search_label, val_score
 from hpc.state.cells import CellState, State, states
 from hpc.state.manifest import Manifest
@@ -91,9 +92,7 @@ def render(manifest: Manifest, current: dict[int, CellState]) -> str:
     for key in rows:
         marks = ["".join(m for _, m in sorted(rows[key][d])) or "-" for d in datasets]
         table.append([*key, *marks])
-    widths = [max(len(r[c]) for r in table) for c in range(len(header))]
-    lines = [f"sweep {manifest.name}: {manifest.root}"]
-    lines += ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in table]
+    lines = [f"sweep {manifest.name}: {manifest.root}", *aligned(table)]
     lines.append("(one mark per seed: " + "  ".join(f"{m} {s.value}" for s, m in MARKS.items()) + ")")
     failed = [(i, current[i]) for i in entries if current[i].state is State.FAILED]
     if failed:
@@ -175,9 +174,7 @@ def render_search(manifest: Any, current: Mapping[int, Any]) -> str:
     columns = sorted(rates)
     table = [["cell", *(f"{lr:.2e}" for lr in columns)]]
     table += [[label, *(marks.get(lr, "-") for lr in columns)] for label, marks in rows.items()]
-    widths = [max(len(r[c]) for r in table) for c in range(len(table[0]))]
-    lines = [f"lr search {manifest.name}: {manifest.root}"]
-    lines += ["  ".join(x.ljust(w) for x, w in zip(r, widths, strict=True)).rstrip() for r in table]
+    lines = [f"lr search {manifest.name}: {manifest.root}", *aligned(table)]
     lines.append("(mark and val mIoU at the best-val-loss epoch per rate; * = the recorded choice)")
     lines.append(summary_line(dict(current)))
     return "\n".join(lines)

@@ -21,7 +21,7 @@ from hpc.plan.lr_search import is_search_sweep
 from hpc.plan.manifests import plan
 from hpc.prepare.caches import RawSource
 from hpc.scheduler.locks import exclusive
-from hpc.scheduler.profiles import ClusterProfile, load_profile, record_profile, recorded_profile
+from hpc.scheduler.profiles import ClusterProfile, Executor, load_profile, record_profile, recorded_profile
 from hpc.state.cells import CellState, State, states
 from hpc.state.manifest import Manifest, read_manifest, write_manifest
 
@@ -29,7 +29,7 @@ RERUN_CHOICES = ("failed", "missing", "incomplete")
 
 
 @dataclass(frozen=True)
-class SubmitReport:
+class SweepReport:
     """What a sweep or rerun did (``submission``: scripts, sbatch lines, prepare job, GPU-hour estimate).
 
     ``waiting`` names the cells held back until their learning-rate search is done (:mod:`hpc.plan.lr_search`);
@@ -48,7 +48,7 @@ class SubmitReport:
 
 def sweep(
     grid_file: str | Path, profile: ClusterProfile, *, dry_run: bool = False, stage: str = "seeds"
-) -> SubmitReport:
+) -> SweepReport:
     """Plan ``grid_file`` into its manifest and submit every cell not done, running or pending.
 
     ``stage`` is ``seeds`` (every cell at its written or chosen rate) or ``lr`` (the learning-rate search into
@@ -59,7 +59,7 @@ def sweep(
     from hpc.prepare.weights import check_weights
 
     grid = load_grid(grid_file, stage=stage)
-    slurm = profile.executor == "slurm"
+    slurm = profile.executor == Executor.SLURM
     datasets = {c.dataset for c in grid.cells}
     blockers: list[str] = []
     prepare: list[list[str]] = []  # SLURM builds missing caches in a prepare job, a local sweep here
@@ -102,7 +102,7 @@ def rerun(
     max_attempts: int = 0,
     dry_run: bool = False,
     grid_file: str | Path | None = None,
-) -> SubmitReport:
+) -> SweepReport:
     """Resubmit failed, missing or named cells of an existing sweep as an array subset.
 
     A rerun goes where the sweep went: without ``profile`` it uses the cluster profile the sweep was last
@@ -173,7 +173,7 @@ def submitted_profile(paths: SweepPaths) -> ClusterProfile:
     if recorded is not None:
         return recorded
     executors = {str(r.get("executor")) for r in read_jsonl(paths.submissions)}
-    if executors - {"local"}:
+    if executors - {Executor.LOCAL}:
         raise SubmitError(
             f"{paths.root}: this sweep was submitted to {', '.join(sorted(executors - {'local'}))} but its cluster "
             f"profile is not recorded ({paths.cluster}); pass --cluster PROFILE"
@@ -200,7 +200,7 @@ def _rerun_caches(
         if source.is_file()
         else None
     )
-    if profile.executor != "slurm":
+    if profile.executor != Executor.SLURM:
         return [], local_builds(grid, datasets, root, str(manifest.paths.root))
     if grid is None:
         raise SubmitError(
@@ -226,7 +226,7 @@ def _submit(
     kind: str,
     dry_run: bool,
     prepare: Sequence[Sequence[str]] = (),
-) -> SubmitReport:
+) -> SweepReport:
     skipped: dict[State, int] = {}
     for i, s in current.items():
         if i not in todo:
@@ -234,4 +234,4 @@ def _submit(
     done = submit_indices(manifest, sorted(todo), profile, kind, prepare=prepare, dry_run=dry_run)
     if todo and not dry_run:
         record_profile(manifest.paths.cluster, profile)
-    return SubmitReport(manifest, tuple(sorted(todo)), skipped, done.job_ids, dry_run, done)
+    return SweepReport(manifest, tuple(sorted(todo)), skipped, done.job_ids, dry_run, done)

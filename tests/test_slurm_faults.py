@@ -22,7 +22,7 @@ from geopeft.io import append_jsonl, read_json
 from geopeft.paths import SweepPaths
 from hpc.scheduler.profiles import load_profile
 from hpc.scheduler.slurm import queued_jobs
-from hpc.state.cells import State, Submitted, cell_state, process_alive, states
+from hpc.state.cells import CellSubmission, State, cell_state, process_alive, states
 from hpc.state.manifest import Manifest, read_manifest
 from hpc.status import render, wait
 from hpc.sweep import rerun, sweep
@@ -185,7 +185,7 @@ def test_squeue_answers_decide_lost_and_requeued_cells(tmp_path):
     before = time.time()
 
     def sub(queued):
-        return Submitted(before, "slurm", "7_0", "login", None, queued)
+        return CellSubmission(before, "slurm", "7_0", "login", None, queued)
 
     assert cell_state(paths, sub(True)).state is State.PENDING
     assert (cell_state(paths, sub(False)).state, cell_state(paths, sub(False)).reason) == (State.FAILED, "lost")
@@ -204,7 +204,7 @@ def test_squeue_answers_decide_lost_and_requeued_cells(tmp_path):
     assert (cell_state(paths, sub(False)).state, cell_state(paths, sub(False)).reason) == (State.FAILED, "preempted")
     unknown = cell_state(paths, sub(None))  # squeue did not answer: alive, as for every other SLURM job
     assert unknown.state is State.PENDING and "squeue did not answer" in unknown.detail
-    local = Submitted(before, "local", "1", "login", None)  # a local preempted cell is not requeued by anyone
+    local = CellSubmission(before, "local", "1", "login", None)  # a local preempted cell is not requeued by anyone
     assert (cell_state(paths, local).state, cell_state(paths, local).reason) == (State.FAILED, "preempted")
 
 

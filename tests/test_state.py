@@ -10,7 +10,7 @@ from results import write_result
 from geopeft.attempts import end_attempt, process_start_ticks, start_attempt
 from geopeft.io import append_jsonl, atomic_write_json
 from geopeft.paths import SweepPaths
-from hpc.state.cells import State, Submitted, cell_state, latest_submissions
+from hpc.state.cells import CellSubmission, State, cell_state, latest_submissions
 
 
 def dead_pid():
@@ -91,9 +91,11 @@ def test_pending_after_resubmission_then_missing_when_job_died(tmp_path):
     paths = SweepPaths(tmp_path).cell("abc")
     n = start_attempt(paths)
     end_attempt(paths, n, "failed", "error")
-    me = Submitted(time.time() + 1, "local", str(os.getpid()), socket.gethostname(), process_start_ticks(os.getpid()))
+    me = CellSubmission(
+        time.time() + 1, "local", str(os.getpid()), socket.gethostname(), process_start_ticks(os.getpid())
+    )
     assert cell_state(paths, me).state is State.PENDING
-    gone = Submitted(time.time() + 1, "local", str(dead_pid()), socket.gethostname(), None)
+    gone = CellSubmission(time.time() + 1, "local", str(dead_pid()), socket.gethostname(), None)
     assert cell_state(paths, gone).state is State.FAILED  # back to its last real outcome
     fresh = SweepPaths(tmp_path).cell("def")
     st = cell_state(fresh, gone)
@@ -125,7 +127,7 @@ def test_latest_submission_per_cell(tmp_path):
 
 def slurm_sub(queued, squeue_state="", when=None, prepare_failed=""):
     t = time.time() - 60 if when is None else when
-    return Submitted(t, "slurm", "42_0", "login", None, queued, squeue_state, prepare_failed)
+    return CellSubmission(t, "slurm", "42_0", "login", None, queued, squeue_state, prepare_failed)
 
 
 def test_a_requeued_task_whose_process_is_gone_is_pending_while_squeue_lists_it(tmp_path):

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 
 from geopeft.errors import SubmitError
 from hpc.scheduler import slurm
-from hpc.scheduler.profiles import ClusterProfile, Resources
+from hpc.scheduler.profiles import ClusterProfile, Executor, Resources
 from hpc.state.manifest import Manifest
 
 
@@ -35,7 +35,7 @@ def check_submission(
     manifest: Manifest, indices: Sequence[int], profile: ClusterProfile, runner: slurm.Runner = slurm.run_command
 ) -> None:
     """Every refusal :func:`submit_indices` would make, without submitting or writing anything."""
-    if profile.executor == "slurm":
+    if profile.executor == Executor.SLURM:
         check_slurm(manifest, profile, runner, indices)
     else:
         check_gpus(manifest, profile)

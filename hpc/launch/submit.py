@@ -30,7 +30,7 @@ from hpc.launch.snapshot import snapshot
 from hpc.launch.task import CellTask, PrepareTask
 from hpc.scheduler import slurm
 from hpc.scheduler.arrays import Script, plan_arrays
-from hpc.scheduler.profiles import ClusterProfile, Resources
+from hpc.scheduler.profiles import ClusterProfile, Executor, Resources
 from hpc.state.manifest import Manifest
 
 #: Stands for the prepare job's id in the sbatch lines of a dry run.
@@ -96,7 +96,7 @@ def submit_indices(
     The submission is appended to ``submissions.jsonl`` with each cell's job id, so that ``status`` can
     tell a queued cell (pending) from one never submitted (missing).
     """
-    if profile.executor == "slurm":
+    if profile.executor == Executor.SLURM:
         return _submit_slurm(manifest, indices, profile, kind, prepare, dry_run, runner)
     blockers = refusals(lambda: check_gpus(manifest, profile), dry_run)
     if not indices or dry_run:

@@ -23,6 +23,7 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,15 @@ from geopeft.io import atomic_write_json, read_json
 from geopeft.paths import CellPaths, SweepPaths
 from geopeft.spec import CellSpec
 
-STAGES = ("lr", "seeds")
+
+class Stage(StrEnum):
+    """A sweep's stage: ``lr`` (the learning-rate search) or ``seeds`` (every cell at its written or chosen rate)."""
+
+    LR = "lr"
+    SEEDS = "seeds"
+
+
+STAGES = tuple(s.value for s in Stage)
 SEARCH = "search"
 SEARCH_KEYS = ("lrs", "seed")
 
@@ -125,8 +134,8 @@ class LrPlan:
         """The plan of ``stage`` for a parsed grid document whose sweep directory is ``root``."""
         if stage not in STAGES:
             raise ConfigError(f"unknown stage {stage!r}; allowed: {', '.join(STAGES)}")
-        plan = cls(stage, parse_search(doc.get("lr_search"), where), root, where)
-        if stage == "seeds" and plan.settings is not None:
+        plan = cls(Stage(stage), parse_search(doc.get("lr_search"), where), root, where)
+        if stage == Stage.SEEDS and plan.settings is not None:
             plan.choices = recorded_choices(root)
             made = make_choices(root, plan.settings)
             plan.new = {k: v for k, v in made.items() if k not in plan.choices}
@@ -136,13 +145,13 @@ class LrPlan:
     @property
     def output(self) -> Path:
         """The sweep directory of this stage."""
-        return SweepPaths(self.root).search.root if self.stage == "lr" else self.root
+        return SweepPaths(self.root).search.root if self.stage == Stage.LR else self.root
 
     def cells(self, cell: dict[str, Any], label: str) -> list[dict[str, Any]]:
         """The cells (as dicts with a numeric rate) that one expanded grid cell stands for in this stage."""
         train = cell.get("train", {})
         if not isinstance(train, Mapping) or train.get("lr") != SEARCH:
-            return [cell] if self.stage == "seeds" else []
+            return [cell] if self.stage == Stage.SEEDS else []
         if self.settings is None:
             raise ConfigError(
                 f"{self.where}: {label} has train.lr: search but the grid has no lr_search block; add one, "
@@ -151,7 +160,7 @@ class LrPlan:
         full = {"tuning": {"method": "full"}, "decoder": {"name": "linear"}, **cell}  # hpc.plan.grid's defaults
         probe = CellSpec.from_dict(_with(full, self.settings.lrs[0], self.settings.seed), f"{self.where}: {label}")
         key = search_key(probe)
-        if self.stage == "seeds":
+        if self.stage == Stage.SEEDS:
             if key in self.choices:
                 return [_with(cell, float(self.choices[key]["lr"]), cell.get("seed", 0))]
             self.waiting.append(f"{search_label(probe)}/s{cell.get('seed', 0)}")
@@ -163,7 +172,7 @@ class LrPlan:
 
     def empty_error(self) -> ConfigError | None:
         """Why the stage has no cells, when that is the search's doing (else None)."""
-        if self.stage == "lr":
+        if self.stage == Stage.LR:
             return ConfigError(
                 f"{self.where}: no cell has train.lr: search, so the lr stage has nothing to search; "
                 "run the grid without --stage lr"
@@ -237,7 +246,7 @@ def make_choices(root: Path, settings: SearchSettings) -> dict[str, Any]:
 
 def record(stage: str, root: Path, settings: SearchSettings | None, new: Mapping[str, Any]) -> None:
     """Write what a submitted stage decided: the search settings (``lr``) or the new choices (``seeds``)."""
-    if stage == "lr" and settings is not None:
+    if stage == Stage.LR and settings is not None:
         path = SweepPaths(root).search.search_settings
         atomic_write_json(path, {"lrs": list(settings.lrs), "seed": settings.seed})
     elif new:

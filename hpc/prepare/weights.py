@@ -21,6 +21,7 @@ from geopeft.io import temporary_save_path
 from geopeft.models.integrity import check_hex, read_sidecar, verify_file, write_sidecar
 from geopeft.models.pretrained import NO_WEIGHTS, fetch_hint, get_weights, weights_file, weights_names
 from geopeft.spec import CellSpec
+from geopeft.text import aligned
 
 _CHUNK = 1 << 20
 
@@ -101,10 +102,7 @@ def format_catalogue(rows: list[CatalogueRow]) -> str:
     """A plain-text table of :func:`catalogue` rows."""
     header = ("name", "backbones", "file", "state")
     lines = [(r.name, ", ".join(r.backbones), r.filename, r.state) for r in rows]
-    widths = [max(len(str(x[i])) for x in [header, *lines]) for i in range(3)]
-    return "\n".join(
-        "  ".join([*(str(x[i]).ljust(widths[i]) for i in range(3)), str(x[3])]).rstrip() for x in [header, *lines]
-    )
+    return "\n".join(aligned([header, *lines]))
 
 
 def verify(name: str, root: str | Path, *, sha256: str | None = None) -> str:

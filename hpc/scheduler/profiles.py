@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import tomllib
 from dataclasses import dataclass, fields, replace
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,16 @@ from geopeft.io import atomic_write_json, read_json
 from geopeft.spec import CellSpec
 
 PROFILE_DIR = Path(__file__).resolve().parents[1] / "clusters"
-EXECUTORS = ("local", "slurm")
+
+
+class Executor(StrEnum):
+    """Where a profile's cells run: ``local`` (submitit's LocalExecutor, here) or ``slurm`` (its SlurmExecutor)."""
+
+    LOCAL = "local"
+    SLURM = "slurm"
+
+
+EXECUTORS = tuple(e.value for e in Executor)
 RESOURCE_KEYS = ("nodes", "tasks_per_node", "gpus_per_task", "cpus_per_task", "mem_gb", "time_limit_min")
 
 
@@ -108,7 +118,7 @@ class ClusterProfile:
     """
 
     name: str
-    executor: str = "local"
+    executor: Executor = Executor.LOCAL
     time_limit_min: int = 120
     signal_lead_s: int = 60
     max_parallel: int = 2
@@ -136,6 +146,7 @@ class ClusterProfile:
             check_script_path(self.python, f"{where}: python")
         if self.executor not in EXECUTORS:
             raise unknown_choice(f"executor in {where}", self.executor, EXECUTORS)
+        object.__setattr__(self, "executor", Executor(self.executor))
         for name in ("time_limit_min", "max_parallel", "max_array_size", "prepare_cpus", "prepare_time_min"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{where}: {name} must be >= 1")

@@ -32,6 +32,7 @@ from geopeft.errors import GeopeftError
 from geopeft.io import read_json, read_jsonl
 from geopeft.paths import CellPaths, SweepPaths
 from geopeft.result import CellResult
+from hpc.scheduler.profiles import Executor
 from hpc.scheduler.slurm import WAITING_STATES, job_states
 from hpc.state.manifest import Manifest
 
@@ -57,7 +58,7 @@ class CellState:
 
 
 @dataclass(frozen=True)
-class Submitted:
+class CellSubmission:
     """The latest submission of a cell (from ``submissions.jsonl``), with what squeue says of its job.
 
     Args:
@@ -77,27 +78,27 @@ class Submitted:
     prepare_failed: str = ""
 
 
-def latest_submissions(paths: SweepPaths, *, squeue: bool = True) -> dict[str, Submitted]:
+def latest_submissions(paths: SweepPaths, *, squeue: bool = True) -> dict[str, CellSubmission]:
     """Cell id -> its most recent submission, with what one squeue call says of its job (``squeue=True``)."""
-    out: dict[str, Submitted] = {}
+    out: dict[str, CellSubmission] = {}
     prepare_of: dict[str, str] = {}  # cell id -> the prepare job its array waited for
     for record in read_jsonl(paths.submissions):
         dependency = str((record.get("array") or {}).get("dependency", ""))
         waited = re.search(r"afterok:(\d+)", dependency)  # the prepare job (beside any afterany lane)
         prepare_job = waited.group(1) if waited else ""
         for cell_id, job in record["jobs"].items():
-            out[cell_id] = Submitted(
+            out[cell_id] = CellSubmission(
                 record["time"], record["executor"], str(job["job_id"]), record["host"], job.get("pid_start")
             )
             prepare_of[cell_id] = prepare_job
-    slurm = {sub.job_id for sub in out.values() if sub.executor == "slurm"}
+    slurm = {sub.job_id for sub in out.values() if sub.executor == Executor.SLURM}
     preparing = {job for job in prepare_of.values() if job}
     listed = job_states(slurm | preparing) if squeue and slurm else None
     if listed is None:
         return out
 
-    def known(cell_id: str, s: Submitted) -> Submitted:
-        if s.executor != "slurm":
+    def known(cell_id: str, s: CellSubmission) -> CellSubmission:
+        if s.executor != Executor.SLURM:
             return s
         prep = prepare_of.get(cell_id, "")
         failed = prep and prep not in listed and not paths.prepare_ok(prep).exists()
@@ -119,18 +120,23 @@ def process_alive(host: str, pid: int, pid_start: int | None) -> bool | None:
     return ticks is not None and (pid_start is None or ticks == pid_start)
 
 
-def _job_alive(sub: Submitted) -> bool | None:
-    if sub.executor == "local":
+def _job_alive(sub: CellSubmission) -> bool | None:
+    if sub.executor == Executor.LOCAL:
         return process_alive(sub.host, int(sub.job_id), sub.pid_start)
     return sub.queued
 
 
-def _waiting(sub: Submitted | None) -> bool:
+def _waiting(sub: CellSubmission | None) -> bool:
     """Whether squeue lists this SLURM job as waiting to (re)start."""
-    return sub is not None and sub.executor == "slurm" and sub.queued is True and sub.squeue_state in WAITING_STATES
+    return (
+        sub is not None
+        and sub.executor == Executor.SLURM
+        and sub.queued is True
+        and sub.squeue_state in WAITING_STATES
+    )
 
 
-def cell_state(paths: CellPaths, submitted: Submitted | None = None) -> CellState:
+def cell_state(paths: CellPaths, submitted: CellSubmission | None = None) -> CellState:
     """Decide one cell's state; see the module docstring for the rules."""
     attempts = read_attempts(paths)
     starts = [a for a in attempts if a.get("event") == "start"]
@@ -149,7 +155,7 @@ def cell_state(paths: CellPaths, submitted: Submitted | None = None) -> CellStat
         if alive is not False:
             where = f"attempt {last['attempt']} on {last['host']}"
             return CellState(State.RUNNING, detail=where + _progress(paths), attempts=len(starts))
-        if ours and submitted is not None and submitted.executor == "slurm" and submitted.queued:
+        if ours and submitted is not None and submitted.executor == Executor.SLURM and submitted.queued:
             detail = (
                 f"requeued as job {submitted.job_id} ({submitted.squeue_state.lower() or 'queued'}); "
                 f"attempt {last['attempt']} on {last['host']} ended without a record"
@@ -165,12 +171,12 @@ def cell_state(paths: CellPaths, submitted: Submitted | None = None) -> CellStat
     if submitted is not None and (last is None or submitted.time > last["time"]):
         if _job_alive(submitted) is not False:
             return CellState(State.PENDING, detail=f"job {submitted.job_id}", attempts=len(starts))
-        if submitted.executor == "slurm" and submitted.prepare_failed:
+        if submitted.executor == Executor.SLURM and submitted.prepare_failed:
             detail = (
                 f"the cache-prepare job failed, so job {submitted.job_id} never ran; see {submitted.prepare_failed}"
             )
             return CellState(State.FAILED, reason="prepare", detail=detail, attempts=len(starts))
-        if last is None and submitted.executor == "slurm":
+        if last is None and submitted.executor == Executor.SLURM:
             detail = f"job {submitted.job_id} left the queue before the cell started (scancel, node failure)"
             return CellState(State.FAILED, reason="lost", detail=detail)
         if last is None:
@@ -178,7 +184,7 @@ def cell_state(paths: CellPaths, submitted: Submitted | None = None) -> CellStat
     if last is not None:
         end = ends.get(last["attempt"])
         reason = end.get("reason", "") if end else "lost"
-        requeued = submitted is not None and submitted.executor == "slurm" and submitted.queued is not False
+        requeued = submitted is not None and submitted.executor == Executor.SLURM and submitted.queued is not False
         if reason == "preempted" and submitted is not None and requeued:  # squeue lists it, or cannot tell
             unknown = "" if submitted.queued else "; squeue did not answer"
             detail = f"preempted, requeued as job {submitted.job_id} (attempt {last['attempt']}){unknown}"

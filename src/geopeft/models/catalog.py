@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from geopeft.models.registry import backbone_names, get_backbone
+from geopeft.text import aligned
 
 __all__ = ["CATALOG_IMG_SIZE", "BackboneRow", "backbone_table", "format_backbone_table", "meta_backbone"]
 
@@ -72,11 +73,4 @@ def format_backbone_table(rows: list[BackboneRow] | None = None) -> str:
     rows = backbone_table() if rows is None else rows
     header = ("backbone", "params", "width", "depth", "patch", "bands")
     cells = [header, *((r.name, f"{r.params:,}", *map(str, r[2:])) for r in rows)]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
-    lines = [
-        "  ".join(
-            cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths, strict=True))
-        )
-        for row in cells
-    ]
-    return "\n".join(line.rstrip() for line in lines)
+    return "\n".join(aligned(cells, right=range(1, len(header))))

@@ -18,6 +18,7 @@ from geopeft.models.catalog import CATALOG_IMG_SIZE
 from geopeft.models.registry import backbone_names, get_backbone
 from geopeft.models.segmentor import Segmentor
 from geopeft.spec import TuningSpec
+from geopeft.text import aligned
 from geopeft.tuning.registry import ParamReport, apply_tuning, count_parameters, validate_tuning
 
 __all__ = ["PeftRow", "backbone_report", "format_peft_table", "peft_table"]
@@ -86,12 +87,6 @@ def format_peft_table(method: str, rows: list[PeftRow] | None = None) -> str:
         else:
             r = row.report
             cells.append((row.backbone, f"{r.trainable:,}", f"{r.total:,}", f"{100 * r.fraction:.2f}"))
-    widths = [max(len(c[i]) for c in cells) for i in range(len(header))]
     lines = [f"{method}: backbone parameters (the neck and decoder add their own, all trainable)"]
-    lines += [
-        "  ".join(
-            c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cell, widths, strict=True))
-        ).rstrip()
-        for cell in cells
-    ]
+    lines += aligned(cells, right=range(1, len(header)))
     return "\n".join(lines + notes)
