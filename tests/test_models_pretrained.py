@@ -12,16 +12,16 @@ from weights_fixtures import TINY_WEIGHTS, official_shapes, register_tiny_weight
 from geopeft.data.bands import HLS_BANDS, S2_BANDS
 from geopeft.errors import ConfigError, WeightsError
 from geopeft.models.build import build_segmentor, validate
-from geopeft.models.integrity import read_sidecar, sidecar_path
-from geopeft.models.pretrained import (
+from geopeft.models.registry import create_backbone, get_backbone
+from geopeft.models.weights.integrity import read_sidecar, sidecar_path
+from geopeft.models.weights.pretrained import (
     PretrainedWeights,
     describe_weights,
     get_weights,
     register_weights,
     weights_names,
 )
-from geopeft.models.prithvi_weights import checkpoint_filter_fn, load_prithvi_weights
-from geopeft.models.registry import create_backbone, get_backbone
+from geopeft.models.weights.prithvi import checkpoint_filter_fn, load_prithvi_weights
 from geopeft.spec import DecoderSpec, ModelSpec
 
 register_tiny_weights()

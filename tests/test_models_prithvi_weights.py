@@ -17,12 +17,12 @@ from weights_fixtures import LOCATION_SCALE, TEMPORAL_SCALE, official_shapes, of
 from geopeft.errors import WeightsError
 from geopeft.models.pos_embed import get_3d_sincos_pos_embed
 from geopeft.models.prithvi import HLS_BANDS, PrithviViT
-from geopeft.models.prithvi_weights import (
+from geopeft.models.registry import create_backbone
+from geopeft.models.weights.prithvi import (
     checkpoint_filter_fn,
     load_prithvi_weights,
     select_patch_embed_weights,
 )
-from geopeft.models.registry import create_backbone
 
 
 def _small_v2_tl(**extra: object) -> PrithviViT:
@@ -129,7 +129,7 @@ def test_unreadable_files(tmp_path):
 def test_band_selection_copies_by_name(caplog):
     torch.manual_seed(0)
     ckpt = torch.randn(64, 6, 1, 16, 16)
-    with caplog.at_level(logging.INFO, logger="geopeft.models.prithvi_weights"):
+    with caplog.at_level(logging.INFO, logger="geopeft.models.weights.prithvi"):
         out = select_patch_embed_weights(ckpt, HLS_BANDS, ["RED", "BLUE", "COASTAL_AEROSOL"])
     assert out.shape == (64, 3, 1, 16, 16)
     torch.testing.assert_close(out[:, 0], ckpt[:, 2], rtol=0, atol=0)

@@ -22,9 +22,9 @@ from geopeft.data.bands import HLS_BANDS
 from geopeft.errors import ConfigError, WeightsError
 from geopeft.models.baselines import ViTB16Encoder
 from geopeft.models.build import build_segmentor, validate
-from geopeft.models.integrity import read_sidecar
-from geopeft.models.pretrained import get_weights, weights_file, weights_names
-from geopeft.models.vit_weights import IGNORED_KEYS, load_vit_b16_weights
+from geopeft.models.weights.integrity import read_sidecar
+from geopeft.models.weights.pretrained import get_weights, weights_file, weights_names
+from geopeft.models.weights.vit import IGNORED_KEYS, load_vit_b16_weights
 from geopeft.spec import DecoderSpec, ModelSpec
 from hpc.cli import app
 

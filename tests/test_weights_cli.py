@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from weights_fixtures import register_tiny_weights
 
 from geopeft.errors import SubmitError
-from geopeft.models.integrity import read_sidecar
+from geopeft.models.weights.integrity import read_sidecar
 from hpc import sweep as sweep_module
 from hpc.cli import app
 from hpc.launch.submit import Submission

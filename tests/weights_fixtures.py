@@ -240,9 +240,9 @@ TINY_PRITHVI = {"dim": 64, "depth": 4, "frames": 4, "v2": True, "tl": False, "de
 def register_tiny_weights() -> None:
     """Add :data:`TINY_WEIGHTS` to the catalogue (once per process) with the official loaders."""
     from geopeft.models.clay import load_clay_weights
-    from geopeft.models.pretrained import PretrainedWeights, register_weights, weights_names
-    from geopeft.models.prithvi_weights import load_prithvi_weights
     from geopeft.models.resnet import load_decur_weights
+    from geopeft.models.weights.pretrained import PretrainedWeights, register_weights, weights_names
+    from geopeft.models.weights.prithvi import load_prithvi_weights
 
     loaders = {"prithvi_tiny": load_prithvi_weights, "clay_tiny": load_clay_weights, "resnet_tiny": load_decur_weights}
     for name, (backbone, filename) in TINY_WEIGHTS.items():

@@ -3,7 +3,7 @@
 Compute nodes usually have no internet, so every file a sweep's cells name is fetched once, here, into the weights
 root (the grid's ``weights`` directory), and :func:`check_weights` stops a sweep before anything is submitted while
 one is missing. A download goes to a temporary name, is hashed on the way, checked against a pinned SHA-256 when
-one is known, renamed into place and recorded in its ``.sha256`` sidecar (see :mod:`geopeft.models.integrity`).
+one is known, renamed into place and recorded in its ``.sha256`` sidecar (see :mod:`geopeft.models.weights.integrity`).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from pathlib import Path
 
 from geopeft.errors import SubmitError, WeightsError
 from geopeft.io import temporary_save_path
-from geopeft.models.integrity import check_hex, read_sidecar, verify_file, write_sidecar
-from geopeft.models.pretrained import NO_WEIGHTS, fetch_hint, get_weights, weights_file, weights_names
+from geopeft.models.weights.integrity import check_hex, read_sidecar, verify_file, write_sidecar
+from geopeft.models.weights.pretrained import NO_WEIGHTS, fetch_hint, get_weights, weights_file, weights_names
 from geopeft.spec import CellSpec
 from geopeft.text import aligned
 

@@ -25,7 +25,7 @@ from geopeft.errors import CacheError, CellFailed, ConfigError, DataError, Geope
 from geopeft.io import atomic_write_json, read_json
 from geopeft.lease import Lease, attempt_times, held
 from geopeft.models.build import build_segmentor, resolve_bands
-from geopeft.models.pretrained import describe_weights
+from geopeft.models.weights.pretrained import describe_weights
 from geopeft.paths import CellPaths
 from geopeft.provenance import provenance
 from geopeft.result import CellResult, RegionMetrics, TrainSummary, failure_record

@@ -6,7 +6,7 @@ default) and ``img_size`` = the dataset chip size. Like Prithvi it returns every
 first, the last one through the final norm, so the ViT necks and all four decoders work on it; the paper
 uses it with the linear decoder (upsampling 16). ``dynamic_img_size`` lets padded non-square inputs
 through (the position grid is resampled). Its weights (timm's ``augreg_in21k_ft_in1k``, catalogue entry
-``vit_b16``) are loaded by :mod:`geopeft.models.vit_weights`.
+``vit_b16``) are loaded by :mod:`geopeft.models.weights.vit`.
 
 ``unet_resnet50`` stands for TerraTorch's SMPModelFactory ``Unet`` with a ``resnet50`` encoder,
 ``pretrained: false``. It is built from parts geopeft already has instead of

@@ -9,7 +9,6 @@ from torch import nn
 
 from geopeft.errors import ConfigError
 from geopeft.models.metadata import check_metadata
-from geopeft.models.pretrained import NO_WEIGHTS, check_weights_name, load_pretrained
 from geopeft.models.registry import (
     BackboneInfo,
     DecoderInfo,
@@ -21,6 +20,7 @@ from geopeft.models.registry import (
     settings_from_options,
 )
 from geopeft.models.segmentor import Segmentor
+from geopeft.models.weights.pretrained import NO_WEIGHTS, check_weights_name, load_pretrained
 from geopeft.spec import DecoderSpec, ModelSpec
 
 
@@ -75,8 +75,8 @@ def build_segmentor(
     """Build backbone, neck and decoder; the backbone gets ``model.weights`` unless that is ``none``.
 
     Neck and decoder are always randomly initialised. Pretrained weights are read from the local file
-    ``<weights_root>/<filename>`` of their catalogue entry (:mod:`geopeft.models.pretrained`), hash-checked, and
-    loaded with input channels picked by band name; nothing is downloaded.
+    ``<weights_root>/<filename>`` of their catalogue entry (:mod:`geopeft.models.weights.pretrained`), hash-checked,
+    and loaded with input channels picked by band name; nothing is downloaded.
 
     Args:
         model: the backbone spec; empty ``bands`` means the backbone's default bands.

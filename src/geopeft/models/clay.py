@@ -36,7 +36,7 @@ from geopeft.errors import ConfigError, WeightsError
 from geopeft.models.clay_embed import DynamicEmbedding, posemb_sincos_2d_with_gsd
 from geopeft.models.metadata import TL, clay_inputs
 from geopeft.models.registry import register_backbone
-from geopeft.models.weights import read_weights_file
+from geopeft.models.weights.files import read_weights_file
 
 __all__ = [
     "CKPT_PREFIX",

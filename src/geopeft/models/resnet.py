@@ -37,7 +37,7 @@ from torch import Tensor, nn
 from geopeft.data.bands import S2_BANDS
 from geopeft.errors import ConfigError, WeightsError
 from geopeft.models.registry import register_backbone
-from geopeft.models.weights import read_weights_file
+from geopeft.models.weights.files import read_weights_file
 
 __all__ = [
     "DECUR_BANDS",

@@ -11,7 +11,7 @@ The entries follow architectures.md §1.2 (Prithvi EO 1.0/2.0, ``ibm-nasa-geospa
 ViT-B/16 baseline: timm's ``vit_base_patch16_224.augreg_in21k_ft_in1k`` from its Hugging Face repository, the file
 ``timm.create_model(..., pretrained=True)`` reads). No SHA-256 is pinned for them (``sha256=None``): none could be
 checked from here, and an invented value would only break the download. Integrity is trust-on-first-use through a
-sidecar instead (:mod:`geopeft.models.integrity`).
+sidecar instead (:mod:`geopeft.models.weights.integrity`).
 Tests and users register further entries (e.g. a tiny backbone's) with :func:`register_weights`.
 """
 
@@ -27,12 +27,12 @@ from torch import nn
 from geopeft.errors import ConfigError, WeightsError, unknown_choice
 from geopeft.models.baselines import ViTB16Encoder
 from geopeft.models.clay import ClayEncoder, load_clay_weights
-from geopeft.models.integrity import check_hex, read_sidecar, verify_file, write_sidecar
 from geopeft.models.prithvi import PrithviViT
-from geopeft.models.prithvi_weights import load_prithvi_weights
 from geopeft.models.registry import get_backbone
 from geopeft.models.resnet import ResNetEncoder, load_decur_weights
-from geopeft.models.vit_weights import load_vit_b16_weights
+from geopeft.models.weights.integrity import check_hex, read_sidecar, verify_file, write_sidecar
+from geopeft.models.weights.prithvi import load_prithvi_weights
+from geopeft.models.weights.vit import load_vit_b16_weights
 from geopeft.registry import Registry
 
 __all__ = [

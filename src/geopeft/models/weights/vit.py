@@ -39,7 +39,7 @@ from torch import Tensor
 
 from geopeft.errors import WeightsError
 from geopeft.models.baselines import ViTB16Encoder
-from geopeft.models.weights import read_weights_file
+from geopeft.models.weights.files import read_weights_file
 
 __all__ = [
     "IGNORED_KEYS",

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from geopeft.data.bands import HLS_BANDS
 from geopeft.errors import WeightsError
 from geopeft.models.prithvi import PrithviViT
-from geopeft.models.weights import read_weights_file
+from geopeft.models.weights.files import read_weights_file
 
 __all__ = [
     "EXPECTED_MISSING",
