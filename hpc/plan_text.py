@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING
 import typer
 
 if TYPE_CHECKING:
-    from geopeft.spec import CellSpec
     from hpc.scheduler.profiles import ClusterProfile
     from hpc.sweep import SweepReport
 
@@ -52,20 +51,14 @@ def print_report(report: SweepReport, grid: Path) -> None:
 
 def print_estimate(report: SweepReport, grid: Path, profile: ClusterProfile, stage: str) -> None:
     """Array tasks per shape and expected hours (the paper's run times) of this stage and of a pending search."""
-    from analysis.labels import dataset_label, main_decoder, model_label, peft_label
+    from analysis import labels as paper
     from analysis.paper import REFERENCE_DIR
     from hpc.plan.estimate import estimate, format_estimate, read_paper_times
     from hpc.plan.grid import load_grid
+    from hpc.simulate_plan import paper_labeller
 
     times = read_paper_times(REFERENCE_DIR / "epoch_and_time.csv")
-
-    def labels(s: CellSpec) -> tuple[str, str, str]:
-        other = s.decoder.name != main_decoder(s.model.name)  # the ablations: no paper row of their own
-        return (
-            model_label(s.model.name, s.model.bands, s.model.metadata) + (f" +{s.decoder.name}" if other else ""),
-            peft_label(s.tuning.method),
-            dataset_label(s.dataset),
-        )
+    labels = paper_labeller(paper)  # the ablations (another decoder) have no paper row of their own
 
     specs = [report.manifest.entry(i).spec for i in report.submitted]
     for line in format_estimate(estimate(specs, profile, times, labels), f"stage {stage}, to submit"):
