@@ -231,7 +231,7 @@ def _submit(
     for i, s in current.items():
         if i not in todo:
             skipped[s.state] = skipped.get(s.state, 0) + 1
-    done = submit_indices(manifest, sorted(todo), profile, kind, prepare=prepare, dry_run=dry_run)
+    done = submit_indices(manifest, sorted(todo), profile, kind, prepare=prepare, dry_run=dry_run, checked=True)
     if todo and not dry_run:
         record_profile(manifest.paths.cluster, profile)
     return SweepReport(manifest, tuple(sorted(todo)), skipped, done.job_ids, dry_run, done)

@@ -65,6 +65,28 @@ resources() {
     echo "$cpus $(( mem > 4096 ? mem - 2048 : mem ))"
 }
 
+# The settings both test clusters share: no cgroups, no accounting, a scheduler that starts jobs at once.
+shared_settings() {
+    cat <<'SHAREDEOF'
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+AccountingStorageType=accounting_storage/none
+JobAcctGatherType=jobacct_gather/none
+JobCompType=jobcomp/filetxt
+SchedulerType=sched/backfill
+SchedulerParameters=batch_sched_delay=0,sched_min_interval=0
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core_Memory
+MaxArraySize=1001
+MaxJobCount=100000
+ReturnToService=2
+SlurmdTimeout=300
+InactiveLimit=0
+KillWait=5
+MinJobAge=300
+SHAREDEOF
+}
+
 write_conf() {
     local cpus mem
     read -r cpus mem <<<"$(resources)"
@@ -85,23 +107,8 @@ SlurmctldPidFile=$STATE/slurmctld.pid
 SlurmdPidFile=$STATE/slurmd.pid
 SlurmctldLogFile=$STATE/log/slurmctld.log
 SlurmdLogFile=$STATE/log/slurmd.log
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
-AccountingStorageType=accounting_storage/none
-JobAcctGatherType=jobacct_gather/none
-JobCompType=jobcomp/filetxt
 JobCompLoc=$STATE/log/jobcomp.txt
-SchedulerType=sched/backfill
-SchedulerParameters=batch_sched_delay=0,sched_min_interval=0
-SelectType=select/cons_tres
-SelectTypeParameters=CR_Core_Memory
-MaxArraySize=1001
-MaxJobCount=100000
-ReturnToService=2
-SlurmdTimeout=300
-InactiveLimit=0
-KillWait=5
-MinJobAge=300
+$(shared_settings)
 NodeName=$HOST CPUs=$cpus RealMemory=$mem State=UNKNOWN
 PartitionName=debug Nodes=$HOST Default=YES MaxTime=INFINITE State=UP DefMemPerCPU=1000
 CONFEOF
@@ -232,23 +239,8 @@ SlurmctldPidFile=$STATE2/slurmctld.pid
 SlurmdPidFile=$STATE2/slurmd-%n.pid
 SlurmctldLogFile=$STATE2/log/slurmctld.log
 SlurmdLogFile=$STATE2/log/slurmd-%n.log
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
-AccountingStorageType=accounting_storage/none
-JobAcctGatherType=jobacct_gather/none
-JobCompType=jobcomp/filetxt
 JobCompLoc=$STATE2/log/jobcomp.txt
-SchedulerType=sched/backfill
-SchedulerParameters=batch_sched_delay=0,sched_min_interval=0
-SelectType=select/cons_tres
-SelectTypeParameters=CR_Core_Memory
-MaxArraySize=1001
-MaxJobCount=100000
-ReturnToService=2
-SlurmdTimeout=300
-InactiveLimit=0
-KillWait=5
-MinJobAge=300
+$(shared_settings)
 NodeName=${NODES2[0]} NodeAddr=$(addr2 1) NodeHostname=${NODES2[0]} CPUs=$cpus RealMemory=$mem State=UNKNOWN
 NodeName=${NODES2[1]} NodeAddr=$(addr2 2) NodeHostname=${NODES2[1]} CPUs=$cpus RealMemory=$mem State=UNKNOWN
 PartitionName=two Nodes=${NODES2[0]},${NODES2[1]} Default=YES MaxTime=INFINITE State=UP DefMemPerCPU=1000

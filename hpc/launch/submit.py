@@ -25,7 +25,7 @@ from geopeft.attempts import process_start_ticks
 from geopeft.io import append_jsonl
 from geopeft.provenance import git_state
 from hpc.launch import slurm_jobs
-from hpc.launch.admission import check_gpus, check_slurm, refusals
+from hpc.launch.admission import check_submission, refusals
 from hpc.launch.snapshot import snapshot
 from hpc.launch.task import CellTask, PrepareTask
 from hpc.scheduler import slurm
@@ -90,15 +90,21 @@ def submit_indices(
     prepare: Sequence[Sequence[str]] = (),
     dry_run: bool = False,
     runner: slurm.Runner = slurm.run_command,
+    checked: bool = False,
 ) -> Submission:
     """Submit the cells at ``indices`` (and the prepare job, given its ``geopeft prepare`` argument lists).
 
     The submission is appended to ``submissions.jsonl`` with each cell's job id, so that ``status`` can
-    tell a queued cell (pending) from one never submitted (missing).
+    tell a queued cell (pending) from one never submitted (missing). It first makes the refusals of
+    :func:`hpc.launch.admission.check_submission` (a dry run gets them back as blockers), unless the caller
+    made them already (``checked``).
     """
+    if not checked:  # sweep and rerun made these checks before writing anything (hpc.launch.admission)
+        blockers = refusals(lambda: check_submission(manifest, indices, profile, runner), dry_run)
+    else:
+        blockers = ()
     if profile.executor == Executor.SLURM:
-        return _submit_slurm(manifest, indices, profile, kind, prepare, dry_run, runner)
-    blockers = refusals(lambda: check_gpus(manifest, profile), dry_run)
+        return _submit_slurm(manifest, indices, profile, kind, prepare, dry_run, blockers)
     if not indices or dry_run:
         return Submission(blockers=blockers)
     submitted_at = time.time()  # before the first task can start
@@ -172,9 +178,8 @@ def _submit_slurm(
     kind: str,
     prepare: Sequence[Sequence[str]],
     dry_run: bool,
-    runner: slurm.Runner,
+    blockers: tuple[str, ...],
 ) -> Submission:
-    blockers = refusals(lambda: check_slurm(manifest, profile, runner, indices), dry_run)
     if not indices:
         return Submission(blockers=blockers)
     scripts = plan_scripts(manifest, indices, profile, kind, prepare, write_code=not dry_run)

@@ -13,6 +13,7 @@ where TerraTorch silently freezes the adapters too and nothing trains (architect
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,7 +81,9 @@ class LoraSettings:
         The backbone is inspected on the ``meta`` device, so a refused cell is refused before submission with
         the same message training would give.
         """
-        find_layout(meta_backbone(name), where)
+        found = _backbone_layout(name)
+        if isinstance(found, str):
+            raise ConfigError(f"{where}: {found}" if where else found)
 
 
 @dataclass(frozen=True)
@@ -103,6 +106,15 @@ LAYOUTS: tuple[LoraLayout, ...] = (
     LoraLayout("Prithvi / timm ViT", "qkv", ("q", "v", "fc1", "fc2")),
     LoraLayout("Clay", "to_qkv", ("q", "v", "net.1", "net.3")),
 )
+
+
+@functools.cache
+def _backbone_layout(name: str) -> LoraLayout | str:
+    """The layout of registered backbone ``name``, or why none fits (once per backbone: planning asks per cell)."""
+    try:
+        return find_layout(meta_backbone(name))
+    except ConfigError as exc:
+        return str(exc)
 
 
 def find_layout(backbone: nn.Module, where: str = "") -> LoraLayout:
